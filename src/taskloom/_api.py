@@ -1,0 +1,292 @@
+"""``map``, ``imap`` and ``starmap``: they check the arguments, pick the backend and build a ``Run``."""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sized
+from typing import Any, Literal, TypeVar, overload
+
+from ._modes import Async, Auto, ModeLike, Processes, Sequential, Threads, parse_mode
+from ._outcome import Outcome
+from ._pools import get_backend
+from ._scheduler import OnError, Run
+
+__all__ = ["imap", "map", "starmap"]
+
+log = logging.getLogger("taskloom")
+T = TypeVar("T")
+R = TypeVar("R")
+
+Chunksize = int | Literal["auto"]
+
+
+def _name(fn: Callable[..., Any]) -> str:
+    inner = getattr(fn, "fn", None) if isinstance(fn, _Star | _AStar) else fn
+    name = getattr(inner, "__qualname__", None) or getattr(inner, "__name__", None) or repr(inner)
+    return f"{name}" if isinstance(name, str) else repr(inner)
+
+
+class _Star:
+    """``fn(*args)`` for starmap; a module-level class so it pickles by reference."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, args: Iterable[Any]) -> Any:
+        return self.fn(*args)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_Star, (self.fn,))
+
+
+class _AStar(_Star):
+    __slots__ = ()
+
+    async def __call__(self, args: Iterable[Any]) -> Any:  # type: ignore[override]
+        return await self.fn(*args)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_AStar, (self.fn,))
+
+
+def is_coroutine_function(fn: Callable[..., Any]) -> bool:
+    if isinstance(fn, _AStar):
+        return True
+    if isinstance(fn, _Star):
+        return False
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+
+
+def _check_int(name: str, value: object, low: int, allow_none: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        none = " or None" if allow_none else ""
+        raise ValueError(f"{name} must be an integer >= {low}{none}, got {value!r}")
+
+
+def validate(
+    fn: object, *, workers: object, chunksize: object, timeout: object, retries: object,
+    retry_on: object, on_error: object, prefetch: object, ordered: object,
+) -> tuple[int | None, tuple[type[BaseException], ...]]:
+    """Check every option before any worker starts; return (fixed chunksize, retry_on tuple)."""
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {fn!r}")
+    _check_int("workers", workers, 1)
+    if chunksize != "auto":
+        _check_int("chunksize", chunksize, 1, allow_none=False)
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0):
+        raise ValueError(f"timeout must be a number of seconds > 0 or None, got {timeout!r}")
+    _check_int("retries", retries, 0, allow_none=False)
+    _check_int("prefetch", prefetch, 1)
+    if on_error not in ("raise", "collect"):
+        raise ValueError(f"on_error must be 'raise' or 'collect', got {on_error!r}")
+    if not isinstance(ordered, bool):
+        raise TypeError(f"ordered must be True or False, got {ordered!r}")
+    classes = retry_on if isinstance(retry_on, tuple) else (retry_on,)
+    if not classes or not all(isinstance(c, type) and issubclass(c, BaseException) for c in classes):
+        raise TypeError(f"retry_on must be an exception class or a tuple of them, got {retry_on!r}")
+    fixed = None if chunksize == "auto" else chunksize
+    if timeout is not None and fixed is not None and fixed > 1:  # type: ignore[operator]
+        raise ValueError(
+            f"timeout applies to each task, so tasks are sent one at a time: chunksize must be 1 or "
+            f"'auto' with a timeout, got {chunksize!r}"
+        )
+    return fixed, classes  # type: ignore[return-value]
+
+
+@overload
+def imap(fn: Callable[[T], Awaitable[R]], items: Iterable[T], *, mode: ModeLike = ..., workers: int | None = ...,
+         chunksize: Chunksize = ..., ordered: bool = ..., timeout: float | None = ..., retries: int = ...,
+         retry_on: type[BaseException] | tuple[type[BaseException], ...] = ...,
+         on_error: Literal["raise"] = ..., prefetch: int | None = ..., progress: bool = ...) -> Run[R]: ...
+@overload
+def imap(fn: Callable[[T], Awaitable[R]], items: Iterable[T], *, mode: ModeLike = ..., workers: int | None = ...,
+         chunksize: Chunksize = ..., ordered: bool = ..., timeout: float | None = ..., retries: int = ...,
+         retry_on: type[BaseException] | tuple[type[BaseException], ...] = ...,
+         on_error: Literal["collect"], prefetch: int | None = ..., progress: bool = ...) -> Run[Outcome[R]]: ...
+@overload
+def imap(fn: Callable[[T], R], items: Iterable[T], *, mode: ModeLike = ..., workers: int | None = ...,
+         chunksize: Chunksize = ..., ordered: bool = ..., timeout: float | None = ..., retries: int = ...,
+         retry_on: type[BaseException] | tuple[type[BaseException], ...] = ...,
+         on_error: Literal["raise"] = ..., prefetch: int | None = ..., progress: bool = ...) -> Run[R]: ...
+@overload
+def imap(fn: Callable[[T], R], items: Iterable[T], *, mode: ModeLike = ..., workers: int | None = ...,
+         chunksize: Chunksize = ..., ordered: bool = ..., timeout: float | None = ..., retries: int = ...,
+         retry_on: type[BaseException] | tuple[type[BaseException], ...] = ...,
+         on_error: Literal["collect"], prefetch: int | None = ..., progress: bool = ...) -> Run[Outcome[R]]: ...
+def imap(
+    fn: Callable[[T], Any],
+    items: Iterable[T],
+    *,
+    mode: ModeLike = "auto",
+    workers: int | None = None,
+    chunksize: Chunksize = "auto",
+    ordered: bool = True,
+    timeout: float | None = None,
+    retries: int = 0,
+    retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
+    on_error: OnError = "raise",
+    prefetch: int | None = None,
+    progress: bool = False,
+) -> Run[Any]:
+    """Apply ``fn`` to every item, lazily: a ``Run`` that yields results as they are ready.
+
+    The input is consumed only as fast as workers take it (at most ``prefetch`` batches per
+    worker in flight), so an endless generator is fine. Leaving the loop early cancels the rest.
+
+    Args:
+        fn: a function of one argument; an ``async def`` function runs on asyncio.
+        items: any iterable; a sized one (list, range) lets batching plan ahead.
+        mode: "auto" (measure and choose), "sequential", "threads", "processes", "async",
+            or a mode object such as ``taskloom.Processes(max_tasks_per_worker=100)``.
+        workers: workers (threads, processes) or the concurrency cap (async). Default: the
+            usable CPUs for processes, ``min(32, cpus + 4)`` for threads, 100 for async.
+        chunksize: "auto" adapts batch sizes to measured task times; an int fixes them.
+        ordered: yield results in input order (True) or as soon as each is ready.
+        timeout: seconds one task may run; past it the task fails with ``TaskTimeout``.
+        retries: extra attempts for a task that raised one of ``retry_on``.
+        retry_on: the exception classes worth a retry.
+        on_error: "raise" - the first failure cancels the rest and raises ``TaskError``;
+            "collect" - yield an ``Outcome`` for every item, failed or not.
+        prefetch: batches per worker kept in flight (default: 2; 1 for async).
+        progress: show a progress bar on the terminal.
+
+    Returns:
+        A ``Run``: iterate it; ``.statistics()``, ``.advice`` and ``.cancel()`` describe and control it.
+
+    Raises:
+        ValueError, TypeError: a bad argument, before anything runs.
+        TaskError: with on_error="raise", the first task that failed (original as __cause__).
+        SerializationError: the function cannot be sent to worker processes.
+    """
+    fixed, retry_classes = validate(
+        fn, workers=workers, chunksize=chunksize, timeout=timeout, retries=retries, retry_on=retry_on,
+        on_error=on_error, prefetch=prefetch, ordered=ordered,
+    )
+    try:
+        source = iter(items)
+    except TypeError:
+        raise TypeError(f"items must be iterable, got {type(items).__name__}") from None
+    parsed = parse_mode(mode)
+    total = len(items) if isinstance(items, Sized) else None
+    coroutine = is_coroutine_function(fn)
+    if coroutine and not isinstance(parsed, Async | Auto):
+        raise ValueError(
+            f"{_name(fn)} is an async def function: it needs mode='async' or 'auto', not {parsed.name!r}"
+        )
+    if isinstance(parsed, Async) and not coroutine:
+        raise ValueError(
+            f"mode='async' runs async def functions, and {_name(fn)} is a plain function: "
+            "use mode='threads' for blocking I/O"
+        )
+    advice = None
+    head = None
+    if isinstance(parsed, Auto):
+        parsed, advice, head, workers = _choose(fn, source, total, workers, coroutine)
+        if total is not None and head:
+            total -= len(head)
+    if workers is None:
+        workers = parsed.default_workers()
+    if isinstance(parsed, Async) and fixed is None:
+        fixed = 1  # coroutines interleave: one per batch keeps the concurrency cap exact
+    backend = get_backend(parsed, workers)
+    listener = None
+    if progress:
+        from ._progress import ProgressBar
+
+        listener = ProgressBar(_name(fn), parsed.name, workers, None if total is None else total + len(head or ()))
+    run: Run[Any] = Run(
+        fn,
+        source,
+        backend=backend,
+        name=_name(fn),
+        chunksize=fixed,
+        ordered=ordered,
+        timeout=timeout,
+        retries=retries,
+        retry_on=retry_classes,
+        on_error=on_error,
+        prefetch=prefetch,
+        crash_retries=parsed.crash_retries if isinstance(parsed, Processes) else 0,
+        total=total,
+        context=contextvars.copy_context() if isinstance(parsed, Threads | Async) else None,
+        advice=advice,
+        head=head,
+        listener=listener,
+    )
+    return run
+
+
+def _choose(fn: Callable[..., Any], source: Any, total: int | None, workers: int | None, coroutine: bool) -> Any:
+    from ._backends._base import Job
+    from ._workload import Advice, decide, sample
+
+    if coroutine:
+        cap = workers or Async().default_workers()
+        advice = Advice("async", cap, 1, ("the function is a coroutine function (async def): it runs on "
+                                          f"an asyncio event loop, at most {cap} at once",))
+        log.info("taskloom auto mode: %s", advice)
+        return Async(), advice, None, workers
+    head, wall, cpu = sample(fn, source)
+
+    def picklable() -> str | None:
+        from ._backends._processes import ProcessBackend
+
+        try:
+            ProcessBackend.prepare(None, Job(fn, _name(fn)))  # type: ignore[arg-type]
+        except Exception as exc:
+            return str(exc.__cause__ or exc)
+        return None
+
+    advice = decide(head, wall, cpu, total, picklable)
+    log.info("taskloom auto mode: %s", advice)
+    modes = {"sequential": Sequential, "threads": Threads, "processes": Processes}
+    return modes[advice.mode](), advice, head, workers or advice.workers
+
+
+@overload
+def map(fn: Callable[[T], Awaitable[R]], items: Iterable[T], *, mode: ModeLike = ..., workers: int | None = ...,
+        chunksize: Chunksize = ..., ordered: bool = ..., timeout: float | None = ..., retries: int = ...,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = ...,
+        on_error: Literal["raise"] = ..., prefetch: int | None = ..., progress: bool = ...) -> list[R]: ...
+@overload
+def map(fn: Callable[[T], Awaitable[R]], items: Iterable[T], *, mode: ModeLike = ..., workers: int | None = ...,
+        chunksize: Chunksize = ..., ordered: bool = ..., timeout: float | None = ..., retries: int = ...,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = ...,
+        on_error: Literal["collect"], prefetch: int | None = ..., progress: bool = ...) -> list[Outcome[R]]: ...
+@overload
+def map(fn: Callable[[T], R], items: Iterable[T], *, mode: ModeLike = ..., workers: int | None = ...,
+        chunksize: Chunksize = ..., ordered: bool = ..., timeout: float | None = ..., retries: int = ...,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = ...,
+        on_error: Literal["raise"] = ..., prefetch: int | None = ..., progress: bool = ...) -> list[R]: ...
+@overload
+def map(fn: Callable[[T], R], items: Iterable[T], *, mode: ModeLike = ..., workers: int | None = ...,
+        chunksize: Chunksize = ..., ordered: bool = ..., timeout: float | None = ..., retries: int = ...,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = ...,
+        on_error: Literal["collect"], prefetch: int | None = ..., progress: bool = ...) -> list[Outcome[R]]: ...
+def map(fn: Callable[[T], Any], items: Iterable[T], **options: Any) -> list[Any]:
+    """Apply ``fn`` to every item and return the results as a list: ``list(imap(...))``.
+
+    Takes the same options as ``imap``. Example::
+
+        squares = taskloom.map(square, range(10_000))
+        pages = taskloom.map(fetch, urls, mode="threads", workers=64)
+        outcomes = taskloom.map(risky, items, on_error="collect", retries=2, timeout=5.0)
+    """
+    run: Run[Any] = imap(fn, items, **options)
+    return run.to_list()
+
+
+def starmap(fn: Callable[..., R], items: Iterable[Iterable[Any]], **options: Any) -> list[Any]:
+    """Like ``map``, with each item unpacked as the arguments: ``starmap(pow, [(2, 5), (3, 2)])``.
+
+    Takes the same options as ``imap``; with on_error="collect" it returns Outcomes.
+    """
+    wrapped: Callable[[Any], Any] = _AStar(fn) if is_coroutine_function(fn) else _Star(fn)
+    run: Run[Any] = imap(wrapped, items, **options)
+    return run.to_list()

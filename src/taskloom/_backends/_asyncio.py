@@ -1,0 +1,125 @@
+"""The asyncio backend: coroutine functions on one event loop in a taskloom thread.
+
+One loop ("taskloom-asyncio") serves every run, so synchronous code can map coroutines without
+owning a loop. Each batch becomes one asyncio task that awaits its items in turn (the scheduler
+sends coroutine batches of one item, so concurrency is the number of batches in flight, capped
+by ``workers``: a semaphore, not a pool). ``cancel`` and ``abort`` cancel the asyncio task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from ._base import Backend, Batch, Done, ItemError, Started
+
+
+class AsyncBackend(Backend):
+    name = "async"
+    prefetch = 1  # every batch in flight is running: the window *is* the concurrency cap
+
+    def __init__(self, workers: int, loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None) -> None:
+        self.workers = workers
+        self._loop_factory = loop_factory or asyncio.new_event_loop
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                ready = threading.Event()
+                loop = self._loop_factory()
+
+                def run() -> None:
+                    asyncio.set_event_loop(loop)
+                    ready.set()
+                    try:
+                        loop.run_forever()
+                    finally:
+                        _cancel_all(loop)
+                        loop.close()
+
+                self._thread = threading.Thread(target=run, name="taskloom-asyncio", daemon=True)
+                self._thread.start()
+                ready.wait()
+                self._loop = loop
+            return self._loop
+
+    def submit(self, batch: Batch) -> None:
+        loop = self._ensure_loop()
+        loop.call_soon_threadsafe(self._start, batch)
+
+    def cancel(self, batches: list[Batch]) -> None:
+        super().cancel(batches)
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            ids = [b.id for b in batches]
+            try:
+                loop.call_soon_threadsafe(self._cancel_ids, ids)
+            except RuntimeError:  # the loop closed meanwhile
+                pass
+
+    def close(self) -> None:
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is not None and thread is not None:
+            try:
+                loop.call_soon_threadsafe(loop.stop)
+            except RuntimeError:
+                pass
+            thread.join(timeout=5)
+
+    # -- in the loop thread ----------------------------------------------------------------
+    def _start(self, batch: Batch) -> None:
+        if batch.cancelled:
+            return
+        coro = self._run(batch)
+        ctx = batch.job.context
+        # The task copies the current context when created: create it inside the caller's.
+        task = ctx.copy().run(asyncio.ensure_future, coro) if ctx is not None else asyncio.ensure_future(coro)
+        self._tasks[batch.id] = task
+        task.add_done_callback(lambda _t: self._tasks.pop(batch.id, None))
+
+    def _cancel_ids(self, ids: list[int]) -> None:
+        for batch_id in ids:
+            task = self._tasks.get(batch_id)
+            if task is not None:
+                task.cancel()
+
+    async def _run(self, batch: Batch) -> None:
+        if batch.timed:
+            batch.sink.put(Started(batch.id, time.monotonic(), "asyncio"))
+        fn = batch.job.fn
+        values: list[Any] = []
+        errors: dict[int, ItemError] | None = None
+        durations: list[float] | None = [] if batch.per_item_timing else None
+        start = time.perf_counter()
+        for pos, item in enumerate(batch.items):
+            t0 = time.perf_counter()
+            try:
+                values.append(await fn(item))
+            except asyncio.CancelledError:
+                raise  # cancelled by the scheduler: it has forgotten this batch already
+            except Exception as exc:
+                values.append(None)
+                if errors is None:
+                    errors = {}
+                errors[pos] = ItemError(exc, traceback.format_exc(), False)
+            if durations is not None:
+                durations.append(time.perf_counter() - t0)
+        batch.sink.put(Done(batch.id, values, errors, durations, time.perf_counter() - start, "asyncio"))
+
+
+def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
+    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))

@@ -1,0 +1,174 @@
+"""The backend contract: what every engine must do, and nothing more.
+
+A backend moves a ``Batch`` to where it runs and reports back, through the batch's ``sink``
+(a thread-safe queue owned by the scheduler), exactly one *final* event per batch:
+
+* ``Done``  - the batch ran; per-item values, and per-item errors for the items that raised;
+* ``Lost``  - the batch did not produce results: its worker died (``crash``), or it could not be
+  (un)pickled as a whole (``split``). The scheduler decides what happens next (split the batch
+  into single items, retry, or report ``WorkerCrashed`` / ``SerializationError``).
+
+When ``batch.timed`` is set it must also send ``Started`` when the batch begins to run, so the
+scheduler can enforce per-task deadlines. Retries, ordering, error policy, deadlines, batching
+and progress all live in the scheduler; a backend knows none of them.
+
+After ``cancel`` or ``abort`` the scheduler has forgotten the batch: any later event for it is
+ignored, so a backend need not race to suppress one. ``abort`` (a deadline passed) asks the
+backend to really stop the batch where it can (kill the process, cancel the coroutine) and to
+keep its capacity (replace what it killed or abandoned).
+"""
+
+from __future__ import annotations
+
+import abc
+import contextvars
+import itertools
+import queue
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+_batch_ids = itertools.count(1)
+
+
+@dataclass(eq=False)
+class Job:
+    """What every batch of one run shares: the function, and how to run it."""
+
+    fn: Callable[..., Any]
+    name: str
+    context: contextvars.Context | None = None  # the caller's context, for thread tasks
+    id: int = field(default_factory=lambda: next(_batch_ids))
+    # Backend-private caches (e.g. the pickled function), keyed by backend.
+    cache: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class Batch:
+    """A list of items to run with one job's function, dispatched as one unit."""
+
+    job: Job
+    items: list[Any]
+    sink: queue.SimpleQueue[Event]
+    timed: bool = False  # send Started (a deadline applies)
+    per_item_timing: bool = False  # measure each item's duration
+    id: int = field(default_factory=lambda: next(_batch_ids))
+    cancelled: bool = False  # set by the scheduler; a backend skips a cancelled batch it has not started
+    payload: Any = None  # backend-private (processes: the message, pickled once at submit)
+
+
+class ItemError(NamedTuple):
+    """One item's failure inside a batch, as it left the worker."""
+
+    exception: BaseException
+    traceback: str  # formatted traceback text where the task ran
+    remote: bool  # True when it crossed a process boundary
+
+
+class Done(NamedTuple):
+    batch_id: int
+    values: list[Any]  # one per item; None where the item failed
+    errors: dict[int, ItemError] | None  # position in batch -> error
+    durations: list[float] | None  # per item (when per_item_timing), else None
+    elapsed: float  # seconds the whole batch ran
+    worker: str
+
+
+class Started(NamedTuple):
+    batch_id: int
+    at: float  # time.monotonic() in the parent
+    worker: str
+
+
+class Lost(NamedTuple):
+    batch_id: int
+    reason: str  # "crash" | "split"
+    detail: str  # human-readable: the exit code or signal, or the pickling error
+    pid: int | None = None
+    exitcode: int | None = None
+
+
+Event = Done | Started | Lost
+
+
+class Backend(abc.ABC):
+    """One engine (a warm pool, a loop, the caller's thread) that runs batches."""
+
+    #: mode name ("threads", "processes", ...)
+    name: str = ""
+    #: how many batches may run at once
+    workers: int = 1
+    #: how many batches per worker the scheduler keeps in flight by default
+    prefetch: int = 2
+    #: False when the backend runs a batch in the caller's thread during ``submit``
+    concurrent: bool = True
+
+    @abc.abstractmethod
+    def submit(self, batch: Batch) -> None:
+        """Queue ``batch``; return at once (the sequential backend runs it right here)."""
+
+    def cancel(self, batches: list[Batch]) -> None:
+        """The run no longer wants these batches: drop queued ones, stop running ones if cheap.
+
+        The default marks them cancelled, which every backend checks before starting one.
+        """
+        for batch in batches:
+            batch.cancelled = True
+
+    def abort(self, batch: Batch) -> None:
+        """A deadline passed: stop this running batch for real where possible, keep capacity."""
+        self.cancel([batch])
+
+    def prepare(self, job: Job) -> None:  # noqa: B027 - optional hook, empty by default
+        """Check a run's function once before any batch (processes: can it be pickled?)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, empty by default
+        """Stop the workers now (called by ``taskloom.shutdown``)."""
+
+
+def run_items(
+    fn: Callable[..., Any],
+    items: list[Any],
+    *,
+    per_item_timing: bool,
+    catch: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+) -> tuple[list[Any], dict[int, ItemError] | None, list[float] | None, float]:
+    """Run ``fn`` on each item; return (values, errors or None, durations or None, elapsed).
+
+    Shared by every backend and by the process worker, so a task fails the same way everywhere.
+    The loop without per-item timing is the hot path for tiny tasks: no per-item clock calls.
+    """
+    values: list[Any] = []
+    append = values.append
+    errors: dict[int, ItemError] | None = None
+    clock = time.perf_counter
+    start = clock()
+    it = iter(items)
+    if not per_item_timing:
+        # Hot path for tiny tasks: a plain loop, no clock calls; a failure records the error
+        # and the loop resumes on the same iterator with the next item.
+        while True:
+            try:
+                for item in it:
+                    append(fn(item))
+                break
+            except catch as exc:
+                if errors is None:
+                    errors = {}
+                errors[len(values)] = ItemError(exc, traceback.format_exc(), False)
+                append(None)
+        return values, errors, None, clock() - start
+    durations: list[float] = []
+    for pos, item in enumerate(it):
+        t0 = clock()
+        try:
+            append(fn(item))
+        except catch as exc:
+            append(None)
+            if errors is None:
+                errors = {}
+            errors[pos] = ItemError(exc, traceback.format_exc(), False)
+        durations.append(clock() - t0)
+    return values, errors, durations, clock() - start

@@ -1,0 +1,488 @@
+"""The process backend: taskloom's own pool of worker processes.
+
+Not a wrapper over ``ProcessPoolExecutor``: the pool must know which worker runs which batch, to
+kill exactly that worker on a timeout or a cancel, to notice a death at once through its
+sentinel, and to retry or report the batch it was running. Data flow::
+
+    scheduler thread            manager thread ("taskloom-pool")            worker process
+    ----------------            --------------------------------            --------------
+    submit(batch):              loop:
+      pickle items  ──pending──>  start workers on demand
+                                  dispatch: send to a ready worker  ──pipe──>  receiver ─> main
+                                  wait(pipes, sentinels, wake pipe)
+    sink.get()  <──Done/Lost/──   result  -> unpickle -> batch.sink   <──pipe──  results
+                   Started        sentinel -> Lost("crash") for the running batch,
+                                              re-queue what it had not started
+                                  cancel/abort -> SIGTERM, SIGKILL after a grace
+
+The manager thread alone owns the worker table; other threads only append to ``pending`` (under
+the lock) and write a byte to the wake pipe. Each worker holds at most ``DEPTH`` batches: one
+running and one queued behind it, so it never waits for the parent between two batches.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import multiprocessing
+import multiprocessing.connection
+import os
+import pickle
+import threading
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+from .._errors import SerializationError
+from .._modes import Processes, parse_size
+from .._system import IN_WORKER_ENV, usable_cpus
+from . import _worker as W
+from ._base import Backend, Batch, Done, ItemError, Job, Lost, Started
+
+DEPTH = 2  # batches sent ahead to one worker: one running, one waiting
+KILL_GRACE = 0.5  # seconds between SIGTERM and SIGKILL for a worker we stop
+START_FAILURES_LIMIT = 3  # consecutive worker start-up failures before the pool reports broken
+
+
+class _Worker:
+    __slots__ = ("conn", "idle_since", "jobs", "outstanding", "pid", "proc", "ready", "retiring")
+
+    def __init__(self, proc: Any, conn: Connection) -> None:
+        self.proc = proc
+        self.conn = conn
+        self.pid: int = proc.pid
+        self.ready = False
+        self.retiring = False
+        self.outstanding: collections.deque[Batch] = collections.deque()
+        self.jobs: set[int] = set()  # job ids whose function this worker has
+        self.idle_since = time.monotonic()
+
+
+class ProcessBackend(Backend):
+    name = "processes"
+    prefetch = 2
+
+    def __init__(self, config: Processes, workers: int) -> None:
+        self.config = config
+        self.workers = workers
+        self._ctx = multiprocessing.get_context(config.resolved_start_method)
+        self._lock = threading.Lock()
+        self._pending: collections.deque[Batch] = collections.deque()
+        self._wake_r, self._wake_w = multiprocessing.Pipe(duplex=False)
+        self._wake_pending = False
+        self._workers: list[_Worker] = []
+        self._dying: dict[Any, tuple[_Worker, float]] = {}  # sentinel -> (worker, SIGKILL deadline)
+        self._closed = False
+        self._start_failures = 0
+        self._thread: threading.Thread | None = None
+        self._worker_config = self._make_worker_config()
+
+    # -- contract (any thread) ----------------------------------------------------------------
+    def prepare(self, job: Job) -> None:
+        if "processes" in job.cache:
+            return
+        import cloudpickle
+
+        try:
+            job.cache["processes"] = W.OP_FUNCTION + W.Q.pack(job.id) + cloudpickle.dumps(
+                job.fn, protocol=pickle.HIGHEST_PROTOCOL
+            )
+        except Exception as exc:
+            raise SerializationError(
+                f"the function {job.name} cannot be sent to worker processes: it could not be "
+                f"pickled ({type(exc).__name__}: {exc}). Functions, lambdas and closures travel with "
+                "cloudpickle, but what they capture must pickle too (locks, open files, sockets and "
+                "database connections do not): create such objects inside the task or in "
+                "Processes(initializer=...), or use mode='threads'",
+                what="function",
+            ) from exc
+
+    def submit(self, batch: Batch) -> None:
+        try:
+            payload = W.dumps(batch.items)
+        except Exception as exc:
+            detail = f"{type(exc).__name__}: {exc}"
+            reason = "item" if len(batch.items) == 1 else "split"
+            batch.sink.put(Lost(batch.id, reason, f"could not be pickled: {detail}"))
+            return
+        flags = (W.FLAG_TIMED if batch.timed else 0) | (W.FLAG_PER_ITEM if batch.per_item_timing else 0)
+        if len(batch.items) == 1:
+            flags |= W.FLAG_SINGLE
+        batch.payload = W.OP_BATCH + W.BATCH.pack(batch.id, batch.job.id, flags) + payload
+        with self._lock:
+            if self._closed:
+                batch.sink.put(Lost(batch.id, "broken", "the process pool was shut down"))
+                return
+            self._pending.append(batch)
+            self._ensure_thread()
+            self._wake_locked()
+
+    def cancel(self, batches: list[Batch]) -> None:
+        super().cancel(batches)
+        with self._lock:
+            self._wake_locked()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+            self._wake_locked()
+        if thread is not None:
+            thread.join(timeout=10)
+
+    def worker_pids(self) -> list[int]:
+        """Pids of the live workers (for tests and statistics)."""
+        return [w.pid for w in list(self._workers)]
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _make_worker_config(self) -> W.WorkerConfig:
+        import cloudpickle
+
+        cfg = self.config
+        init = None
+        if cfg.initializer is not None:
+            try:
+                init = cloudpickle.dumps((cfg.initializer, cfg.initargs))
+            except Exception as exc:
+                raise SerializationError(
+                    f"Processes(initializer={cfg.initializer!r}) could not be pickled: {exc}",
+                    what="function",
+                ) from exc
+        # Cap native thread pools (BLAS, OpenMP) to this worker's share of the CPUs, so that
+        # numpy in N workers does not start N x cpus threads. A user's explicit setting wins.
+        share = str(max(1, usable_cpus() // max(1, self.workers)))
+        env = {IN_WORKER_ENV: "1"}
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                    "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
+            env[var] = os.environ.get(var, share)
+        return W.WorkerConfig(init, cfg.max_tasks_per_worker, parse_size(cfg.max_memory, "max_memory"),
+                              parse_size(cfg.max_result_size, "max_result_size"), env)
+
+    def _wake_locked(self) -> None:
+        if not self._wake_pending:
+            self._wake_pending = True
+            self._wake_w.send_bytes(b"!")
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._manage, name="taskloom-pool", daemon=True)
+            self._thread.start()
+
+    # -- the manager thread ---------------------------------------------------------------------
+    def _manage(self) -> None:
+        try:
+            while True:
+                with self._lock:
+                    closed = self._closed
+                if closed:
+                    break
+                self._reap_cancelled()
+                self._spawn_as_needed()
+                self._dispatch()
+                self._loop_once()
+        finally:
+            self._shutdown_workers()
+
+    def _loop_once(self) -> None:
+        handles: list[Any] = [self._wake_r]
+        for w in self._workers:
+            handles.append(w.conn)
+            handles.append(w.proc.sentinel)
+        handles.extend(self._dying)
+        timeout = self._next_timer()
+        ready = multiprocessing.connection.wait(handles, timeout)
+        now = time.monotonic()
+        ready_set = set(ready)
+        if self._wake_r in ready_set:
+            with self._lock:
+                self._wake_pending = False
+                while self._wake_r.poll():
+                    self._wake_r.recv_bytes()
+        for w in list(self._workers):
+            if w.conn in ready_set:
+                self._read(w)
+        for w in list(self._workers):
+            if w.proc.sentinel in ready_set:
+                self._on_death(w)
+        for sentinel, (w, deadline) in list(self._dying.items()):
+            if sentinel in ready_set:
+                w.proc.join(0)
+                with contextlib.suppress(OSError):
+                    w.conn.close()
+                del self._dying[sentinel]
+            elif now >= deadline:
+                w.proc.kill()
+                self._dying[sentinel] = (w, float("inf"))
+        self._retire_idle(now)
+
+    def _next_timer(self) -> float | None:
+        """Seconds until the next SIGKILL deadline or idle retirement, or None (no timer)."""
+        deadlines = [d for _, d in self._dying.values() if d != float("inf")]
+        deadlines += [w.idle_since + self.config.idle_timeout
+                      for w in self._workers if w.ready and not w.outstanding and not w.retiring]
+        if not deadlines:
+            return None
+        return max(0.0, min(deadlines) - time.monotonic())
+
+    def _spawn_as_needed(self) -> None:
+        with self._lock:
+            pending = len(self._pending)
+        if not pending:
+            return
+        live = [w for w in self._workers if not w.retiring]
+        free_slots = sum(DEPTH - len(w.outstanding) for w in live if w.ready)
+        starting = sum(1 for w in live if not w.ready)
+        wanted = min(self.workers - len(live), max(0, pending - free_slots - starting * DEPTH))
+        for _ in range(max(0, wanted)):
+            self._spawn()
+
+    def _spawn(self) -> None:
+        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
+        proc = self._ctx.Process(target=W.main, args=(child_conn, self._worker_config),
+                                 name="taskloom-worker", daemon=False)
+        if self._ctx.get_start_method() == "forkserver":
+            _preload_forkserver(self._ctx)
+        proc.start()
+        child_conn.close()
+        self._workers.append(_Worker(proc, parent_conn))
+
+    def _dispatch(self) -> None:
+        for w in self._workers:
+            if not w.ready or w.retiring:
+                continue
+            while len(w.outstanding) < DEPTH:
+                batch = self._pop_pending()
+                if batch is None:
+                    return
+                try:
+                    if batch.job.id not in w.jobs:
+                        w.conn.send_bytes(batch.job.cache["processes"])
+                        w.jobs.add(batch.job.id)
+                    w.conn.send_bytes(batch.payload)
+                except OSError:
+                    # The worker died under us: its sentinel reports it; this batch never left.
+                    with self._lock:
+                        self._pending.appendleft(batch)
+                    break
+                w.outstanding.append(batch)
+
+    def _pop_pending(self) -> Batch | None:
+        with self._lock:
+            while self._pending:
+                batch = self._pending.popleft()
+                if not batch.cancelled:
+                    return batch
+            return None
+
+    def _reap_cancelled(self) -> None:
+        """Kill workers whose running batch was cancelled or aborted; unsend the waiting ones."""
+        for w in list(self._workers):
+            if not w.outstanding:
+                continue
+            if w.outstanding[0].cancelled:
+                self._kill(w)
+                continue
+            for batch in list(w.outstanding)[1:]:
+                if batch.cancelled:
+                    w.outstanding.remove(batch)
+                    with contextlib.suppress(OSError):
+                        w.conn.send_bytes(W.OP_CANCEL + W.Q.pack(batch.id))
+
+    def _kill(self, w: _Worker) -> None:
+        """Stop a worker now: SIGTERM, SIGKILL after a grace; re-queue what it had not started."""
+        self._workers.remove(w)
+        with contextlib.suppress(OSError):
+            w.proc.terminate()
+        self._dying[w.proc.sentinel] = (w, time.monotonic() + KILL_GRACE)
+        waiting = list(w.outstanding)[1:]
+        w.outstanding.clear()
+        self._requeue(waiting)
+
+    def _requeue(self, batches: list[Batch]) -> None:
+        with self._lock:
+            for batch in reversed(batches):
+                if not batch.cancelled:
+                    self._pending.appendleft(batch)
+
+    def _read(self, w: _Worker) -> None:
+        """Drain every message this worker has sent."""
+        conn = w.conn
+        try:
+            while conn.poll():
+                msg = conn.recv_bytes()
+                self._handle(w, msg)
+                if w not in self._workers:
+                    return
+        except (EOFError, OSError):
+            pass  # it died; the sentinel tells the rest
+
+    def _handle(self, w: _Worker, msg: bytes) -> None:
+        op = msg[:1]
+        if op == W.OP_RESULT:
+            batch_id, elapsed = W.RESULT.unpack_from(msg, 1)
+            batch = self._pop_outstanding(w, batch_id)
+            if batch is None:
+                return  # cancelled meanwhile: nobody wants it
+            if not w.outstanding:
+                w.idle_since = time.monotonic()
+            try:
+                values, errs, durations = pickle.loads(memoryview(msg)[1 + W.RESULT.size:])
+            except BaseException as exc:
+                reason = "result" if len(batch.items) == 1 else "split"
+                batch.sink.put(Lost(batch.id, reason,
+                                    f"the result could not be unpickled in the parent: {type(exc).__name__}: {exc}",
+                                    w.pid))
+                return
+            errors = None
+            if errs:
+                errors = {pos: ItemError(exc, tb, True) for pos, (exc, tb) in errs.items()}
+            batch.sink.put(Done(batch.id, values, errors, durations, elapsed, str(w.pid)))
+        elif op == W.OP_STARTED:
+            (batch_id,) = W.Q.unpack_from(msg, 1)
+            for batch in w.outstanding:
+                if batch.id == batch_id:
+                    batch.sink.put(Started(batch_id, time.monotonic(), str(w.pid)))
+                    break
+        elif op == W.OP_READY:
+            w.ready = True
+            self._start_failures = 0
+            w.idle_since = time.monotonic()
+        elif op == W.OP_LOST:
+            (batch_id,) = W.Q.unpack_from(msg, 1)
+            code = msg[1 + W.Q.size:2 + W.Q.size]
+            detail = msg[2 + W.Q.size:].decode("utf-8", "replace")
+            batch = self._pop_outstanding(w, batch_id)
+            if batch is not None:
+                reason = {W.LOST_ITEM: "item", W.LOST_FUNCTION: "function"}.get(code, "split")
+                prefix = "could not be unpickled in the worker: " if reason != "function" else ""
+                batch.sink.put(Lost(batch.id, reason, prefix + detail, w.pid))
+        elif op == W.OP_RETIRE:
+            w.retiring = True
+            waiting = list(w.outstanding)
+            w.outstanding.clear()
+            self._requeue(waiting)
+        elif op == W.OP_INIT_FAILED:
+            detail = msg[1:].decode("utf-8", "replace")
+            self._fail_pending(
+                "the worker's initializer raised, so no worker could start:\n" + detail
+            )
+
+    def _pop_outstanding(self, w: _Worker, batch_id: int) -> Batch | None:
+        for batch in w.outstanding:
+            if batch.id == batch_id:
+                w.outstanding.remove(batch)
+                return batch
+        return None
+
+    def _on_death(self, w: _Worker) -> None:
+        w.proc.join(0)
+        self._read(w)  # results it sent just before dying still count
+        if w in self._workers:
+            self._workers.remove(w)
+        with contextlib.suppress(OSError):
+            w.conn.close()
+        if w.retiring:
+            return
+        exitcode = w.proc.exitcode
+        if not w.ready:
+            self._start_failures += 1
+            if self._start_failures >= START_FAILURES_LIMIT:
+                self._start_failures = 0
+                self._fail_pending(
+                    f"worker processes exit while starting (exit code {exitcode}). With the "
+                    f"{self._ctx.get_start_method()!r} start method each worker imports your main "
+                    "module again: if your script calls taskloom at module level, put that code "
+                    "under `if __name__ == '__main__':`"
+                )
+            return
+        if not w.outstanding:
+            return  # died between tasks (e.g. killed while idle): nothing was lost
+        running = w.outstanding.popleft()
+        waiting = list(w.outstanding)
+        w.outstanding.clear()
+        self._requeue(waiting)
+        running.sink.put(Lost(running.id, "crash", describe_exit(exitcode), w.pid, exitcode))
+
+    def _fail_pending(self, detail: str) -> None:
+        with self._lock:
+            batches = list(self._pending)
+            self._pending.clear()
+        for batch in batches:
+            batch.sink.put(Lost(batch.id, "broken", detail))
+
+    def _retire_idle(self, now: float) -> None:
+        for w in list(self._workers):
+            if w.ready and not w.outstanding and now - w.idle_since >= self.config.idle_timeout:
+                with self._lock:
+                    if self._pending:
+                        return
+                w.retiring = True
+                with contextlib.suppress(OSError):
+                    w.conn.send_bytes(W.OP_STOP)
+
+    def _shutdown_workers(self) -> None:
+        """Stop every worker: idle ones are asked, busy ones terminated, stragglers killed."""
+        workers = list(self._workers)
+        self._workers.clear()
+        for w in workers:
+            if w.outstanding or not w.ready:
+                with contextlib.suppress(OSError):
+                    w.proc.terminate()
+            else:
+                with contextlib.suppress(OSError):
+                    w.conn.send_bytes(W.OP_STOP)
+            for batch in w.outstanding:
+                batch.sink.put(Lost(batch.id, "broken", "the process pool was shut down"))
+        self._fail_pending("the process pool was shut down")
+        deadline = time.monotonic() + 2.0
+        everyone = workers + [w for w, _ in self._dying.values()]
+        for w in everyone:
+            w.proc.join(max(0.0, deadline - time.monotonic()))
+            if w.proc.exitcode is None:
+                w.proc.kill()
+                w.proc.join(1.0)
+            with contextlib.suppress(OSError):
+                w.conn.close()
+        self._dying.clear()
+        for conn in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                conn.close()
+
+
+def describe_exit(exitcode: int | None) -> str:
+    """Say how a worker ended and what usually causes it."""
+    import signal
+
+    if exitcode is None:
+        return "the worker disappeared (exit status unknown)"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        causes = {
+            "SIGKILL": "killed with SIGKILL: most often the out-of-memory killer (check `dmesg`), "
+                       "or another process killed it",
+            "SIGSEGV": "a segmentation fault, usually in a C extension",
+            "SIGBUS": "a bus error, usually in a C extension or a memory-mapped file",
+            "SIGABRT": "abort(), usually an assertion in a C extension",
+            "SIGTERM": "terminated by another process",
+        }
+        return f"the worker was killed by {name} ({causes.get(name, 'a signal')})"
+    if exitcode == 0:
+        return ("the worker exited with code 0 without returning a result: the task probably called "
+                "os._exit(0) or sys.exit() from a thread")
+    return (f"the worker exited with code {exitcode}: the task probably called os._exit({exitcode}), "
+            "or a C extension called exit()")
+
+
+_preloaded = False
+
+
+def _preload_forkserver(ctx: Any) -> None:
+    """Have the forkserver import our worker module once, so each worker starts in milliseconds."""
+    global _preloaded
+    if not _preloaded:
+        _preloaded = True
+        with contextlib.suppress(Exception):
+            ctx.set_forkserver_preload(["__main__", "taskloom._backends._worker"])

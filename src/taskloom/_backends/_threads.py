@@ -1,0 +1,122 @@
+"""The thread backend: a warm pool of threads shared by every run with the same size.
+
+Threads start on demand (up to ``workers``), take batches from one queue, run each in a copy of
+the submitting caller's ``contextvars`` context, and exit after ``idle_timeout`` idle seconds.
+A thread cannot be killed: ``abort`` (a deadline passed) abandons the thread - it runs on, its
+result is ignored by the scheduler - and starts a replacement so the pool keeps its capacity.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from itertools import count
+
+from ._base import Backend, Batch, Done, Started, run_items
+
+_names = count(1)
+
+
+class ThreadBackend(Backend):
+    name = "threads"
+    prefetch = 2
+
+    def __init__(self, workers: int, idle_timeout: float = 60.0) -> None:
+        self.workers = workers
+        self._idle_timeout = idle_timeout
+        self._queue: queue.SimpleQueue[Batch | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads: set[threading.Thread] = set()
+        self._idle = 0
+        self._extra = 0  # replacements owed for abandoned (timed-out) threads
+        self._running: dict[int, threading.Thread] = {}  # batch id -> thread running it
+        self._closed = False
+
+    # -- contract ---------------------------------------------------------------------------
+    def submit(self, batch: Batch) -> None:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the thread pool was shut down (taskloom.shutdown())")
+            self._queue.put(batch)
+            if self._idle > 0:
+                self._idle -= 1  # that idle thread will take this batch
+            elif len(self._threads) < self.workers + self._extra:
+                self._start_thread()
+
+    def abort(self, batch: Batch) -> None:
+        batch.cancelled = True
+        with self._lock:
+            thread = self._running.get(batch.id)
+            if thread is not None and not self._closed:
+                # The thread runs on (Python cannot stop it); keep capacity with a replacement.
+                self._extra += 1
+                self._start_thread()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            threads = list(self._threads)
+        for _ in threads:
+            self._queue.put(None)
+        # Threads running a task cannot be interrupted; they are daemon threads and exit when
+        # their task returns. Wait a moment for the idle ones so shutdown is tidy.
+        for thread in threads:
+            thread.join(timeout=0.1)
+
+    # -- workers ----------------------------------------------------------------------------
+    def _start_thread(self) -> None:
+        thread = threading.Thread(target=self._work, name=f"taskloom-thread-{next(_names)}", daemon=True)
+        self._threads.add(thread)
+        thread.start()
+
+    def _work(self) -> None:
+        me = threading.current_thread()
+        name = me.name
+        try:
+            while True:
+                try:
+                    batch = self._queue.get(timeout=self._idle_timeout)
+                except queue.Empty:
+                    with self._lock:
+                        if self._idle > 0:
+                            self._idle -= 1
+                            return
+                    continue
+                if batch is None:
+                    return
+                if batch.cancelled:
+                    self._mark_idle()
+                    continue
+                with self._lock:
+                    self._running[batch.id] = me
+                try:
+                    if batch.timed:
+                        from time import monotonic
+
+                        batch.sink.put(Started(batch.id, monotonic(), name))
+                    ctx = batch.job.context
+                    args = (batch.job.fn, batch.items)
+                    kwargs = {"per_item_timing": batch.per_item_timing, "catch": BaseException}
+                    if ctx is not None:
+                        result = ctx.copy().run(run_items, *args, **kwargs)
+                    else:
+                        result = run_items(*args, **kwargs)
+                    values, errors, durations, elapsed = result
+                    batch.sink.put(Done(batch.id, values, errors, durations, elapsed, name))
+                finally:
+                    with self._lock:
+                        self._running.pop(batch.id, None)
+                        abandoned = batch.cancelled and self._extra > 0
+                        if abandoned:
+                            # This thread was replaced when its batch timed out: it leaves.
+                            self._extra -= 1
+                if abandoned:
+                    return
+                self._mark_idle()
+        finally:
+            with self._lock:
+                self._threads.discard(me)
+
+    def _mark_idle(self) -> None:
+        with self._lock:
+            self._idle += 1

@@ -1,0 +1,265 @@
+"""The worker process: the child side of taskloom's process pool.
+
+Kept small and light to import: the forkserver preloads it, so a new worker starts in a few
+milliseconds. Two threads::
+
+    parent ──conn──> receiver thread ──inbox──> main thread: run batch ──conn──> parent
+                     (reads messages;            (unpickles items, runs fn,
+                      parent gone -> _exit)       pickles results)
+
+The receiver thread always reads, so the parent can never block on a full pipe while this
+worker blocks writing a large result (the classic two-pipe deadlock). It also watches for the
+parent's death (EOF on the pipe, or a new parent pid) and then ends the process at once, even
+in the middle of a task: orphans must not outlive their parent.
+
+Wire format: every message is ``op byte + struct header + pickle payload`` (see ``_protocol``).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import queue
+import signal
+import struct
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+from ._base import run_items
+
+# Parent -> worker
+OP_FUNCTION = b"F"  # <q job_id> + cloudpickled function
+OP_BATCH = b"B"  # <q batch_id, q job_id, B flags> + pickled items
+OP_CANCEL = b"C"  # <q batch_id>: skip it if not started
+OP_STOP = b"X"
+# Worker -> parent
+OP_READY = b"I"  # <q pid>
+OP_INIT_FAILED = b"E"  # traceback text
+OP_STARTED = b"S"  # <q batch_id>
+OP_RESULT = b"R"  # <q batch_id, d elapsed> + pickled (values, errors, durations)
+OP_LOST = b"L"  # <q batch_id> + reason byte + detail text: the batch could not run as a whole
+OP_RETIRE = b"Q"  # finished its quota (tasks or memory): the parent re-queues what it sent after
+
+FLAG_TIMED = 1
+FLAG_PER_ITEM = 2
+FLAG_SINGLE = 4  # a batch of one item: a failure to unpickle it is that item's own
+
+Q = struct.Struct("<q")
+BATCH = struct.Struct("<qqB")
+RESULT = struct.Struct("<qd")
+
+LOST_SPLIT = b"s"  # run the items one by one to find the culprit
+LOST_ITEM = b"i"  # this single item could not be unpickled here
+LOST_FUNCTION = b"f"  # the function could not be unpickled here
+
+
+class WorkerConfig:
+    """What a worker needs to know, sent once when it starts."""
+
+    def __init__(
+        self,
+        initializer: bytes | None,
+        max_tasks: int | None,
+        max_memory: int | None,
+        max_result_size: int | None,
+        env: dict[str, str],
+    ) -> None:
+        self.initializer = initializer
+        self.max_tasks = max_tasks
+        self.max_memory = max_memory
+        self.max_result_size = max_result_size
+        self.env = env
+
+
+class RemoteError(Exception):
+    """Stands in for an exception that could not be pickled in the worker."""
+
+
+def dumps(obj: Any) -> bytes:
+    """pickle (fast, C) first; cloudpickle for lambdas, closures and locally defined classes."""
+    try:
+        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        import cloudpickle
+
+        data: bytes = cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        return data
+
+
+def _portable_exception(exc: BaseException) -> BaseException:
+    try:
+        pickle.loads(dumps(exc))
+        return exc
+    except Exception:
+        return RemoteError(f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}")
+
+
+def _pack_results(
+    values: list[Any], errors: dict[int, Any] | None, durations: list[float] | None, fn_name: str,
+    max_size: int | None,
+) -> bytes:
+    """Pickle a batch's results; an item whose result cannot be pickled becomes its own error."""
+    errs = None
+    if errors:
+        errs = {pos: (_portable_exception(e.exception), e.traceback) for pos, e in errors.items()}
+    try:
+        data = dumps((values, errs, durations))
+    except Exception:
+        errs = dict(errs or {})
+        for pos, value in enumerate(values):
+            if pos in errs:
+                continue
+            try:
+                dumps(value)
+            except Exception as exc:
+                values[pos] = None
+                errs[pos] = (_serialization_error(
+                    f"the result of {fn_name}() could not be pickled to send it back: "
+                    f"{type(exc).__name__}: {exc}"), traceback.format_exc())
+        data = dumps((values, errs, durations))
+    if max_size is not None and len(data) > max_size:
+        # Too large as a whole: fail each oversized result alone, keep the others.
+        errs = dict(errs or {})
+        for pos, value in enumerate(values):
+            if pos in errs:
+                continue
+            size = len(dumps(value))
+            if size > max_size or len(values) == 1:
+                values[pos] = None
+                errs[pos] = (_serialization_error(
+                    f"the result of {fn_name}() is {size:,} bytes pickled, over the limit of "
+                    f"{max_size:,} bytes (Processes(max_result_size=...)); return less data, or write "
+                    "it to a file and return the path"), "")
+        data = dumps((values, errs, durations))
+    return data
+
+
+def _serialization_error(message: str) -> BaseException:
+    from .._errors import SerializationError
+
+    return SerializationError(message, what="result")
+
+
+def _rss() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # pragma: no cover - not Linux
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+
+
+def _receiver(conn: Connection, inbox: queue.SimpleQueue[bytes | None], cancelled: set[int]) -> None:
+    parent = os.getppid()
+    while True:
+        try:
+            if not conn.poll(0.5):
+                if os.getppid() != parent:  # re-parented: our parent (or its forkserver) died
+                    os._exit(0)
+                continue
+            msg = conn.recv_bytes()
+        except (EOFError, OSError):
+            os._exit(0)  # the parent is gone: end now, even mid-task
+        if msg[:1] == OP_CANCEL:
+            cancelled.add(Q.unpack_from(msg, 1)[0])
+            continue
+        inbox.put(msg)
+        if msg[:1] == OP_STOP:
+            return
+
+
+def main(conn: Connection, config: WorkerConfig) -> None:
+    """Entry point of a worker process."""
+    # Ctrl-C goes to the whole process group; the parent decides what stops, and the user sees
+    # one traceback, not one per worker.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ.update(config.env)
+    _reseed()
+    send = conn.send_bytes
+    if config.initializer is not None:
+        try:
+            init, initargs = pickle.loads(config.initializer)
+            init(*initargs)
+        except BaseException:
+            send(OP_INIT_FAILED + traceback.format_exc().encode("utf-8", "replace"))
+            sys.exit(1)
+    send(OP_READY + Q.pack(os.getpid()))
+
+    inbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+    cancelled: set[int] = set()
+    threading.Thread(target=_receiver, args=(conn, inbox, cancelled), daemon=True,
+                     name="taskloom-receiver").start()
+    functions: dict[int, Callable[..., Any] | BaseException] = {}
+    names: dict[int, str] = {}
+    tasks_done = 0
+    while True:
+        msg = inbox.get()
+        if msg is None or msg[:1] == OP_STOP:
+            break
+        op = msg[:1]
+        if op == OP_FUNCTION:
+            (job_id,) = Q.unpack_from(msg, 1)
+            try:
+                fn = pickle.loads(memoryview(msg)[1 + Q.size:])
+                functions[job_id] = fn
+                names[job_id] = getattr(fn, "__qualname__", repr(fn))
+            except BaseException as exc:
+                functions[job_id] = exc
+            if len(functions) > 64:  # keep the newest functions only
+                oldest = next(iter(functions))
+                functions.pop(oldest)
+                names.pop(oldest, None)
+            continue
+        # OP_BATCH
+        batch_id, job_id, flags = BATCH.unpack_from(msg, 1)
+        if batch_id in cancelled:
+            cancelled.discard(batch_id)
+            continue
+        if flags & FLAG_TIMED:
+            send(OP_STARTED + Q.pack(batch_id))
+        fn_or_exc = functions.get(job_id)
+        if not callable(fn_or_exc):
+            detail = (f"{type(fn_or_exc).__name__}: {fn_or_exc}" if fn_or_exc is not None
+                      else "the worker never received the function")
+            send(OP_LOST + Q.pack(batch_id) + LOST_FUNCTION + detail.encode("utf-8", "replace"))
+            continue
+        try:
+            items = pickle.loads(memoryview(msg)[1 + BATCH.size:])
+        except BaseException as exc:
+            detail = f"{type(exc).__name__}: {exc}"
+            del msg
+            reason = LOST_ITEM if flags & FLAG_SINGLE else LOST_SPLIT
+            send(OP_LOST + Q.pack(batch_id) + reason + detail.encode("utf-8", "replace"))
+            continue
+        del msg
+        values, errors, durations, elapsed = run_items(
+            fn_or_exc, items, per_item_timing=bool(flags & FLAG_PER_ITEM), catch=BaseException
+        )
+        del items
+        payload = _pack_results(values, errors, durations, names.get(job_id, "the function"),
+                                config.max_result_size)
+        del values
+        send(OP_RESULT + RESULT.pack(batch_id, elapsed) + payload)
+        del payload
+        tasks_done += 1
+        if (config.max_tasks is not None and tasks_done >= config.max_tasks) or (
+            config.max_memory is not None and _rss() > config.max_memory
+        ):
+            send(OP_RETIRE)
+            break
+    conn.close()
+
+
+def _reseed() -> None:
+    """Forked workers share the parent's random state; give each its own."""
+    import random
+
+    random.seed()
+    np = sys.modules.get("numpy")
+    if np is not None:  # only when already imported (preloaded): never import numpy here
+        np.random.seed()

@@ -1,0 +1,166 @@
+"""The one exception hierarchy of taskloom.
+
+Every class here pickles (each keeps the arguments it was built with in ``args`` and rebuilds
+from them), so an error raised in a worker process or on a cluster arrives whole in the parent.
+
+::
+
+    TaskloomError(Exception)
+    ├── TaskError                 a task failed; the original exception is the __cause__
+    │   ├── TaskTimeout           ran past its timeout (also a TimeoutError)
+    │   ├── WorkerCrashed         the worker running it died
+    │   └── SerializationError    the function, an item or a result could not be (un)pickled
+    ├── LockOrderError            (also a RuntimeError)
+    └── DeadlockError             (also a RuntimeError)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "DeadlockError",
+    "LockOrderError",
+    "RemoteTraceback",
+    "SerializationError",
+    "TaskError",
+    "TaskTimeout",
+    "TaskloomError",
+    "WorkerCrashed",
+]
+
+
+class TaskloomError(Exception):
+    """Base class of every error taskloom raises itself."""
+
+
+class RemoteTraceback(Exception):
+    """Carries the formatted traceback of an exception raised in another process.
+
+    It is set as the ``__cause__`` of an exception that crossed a process boundary, so the
+    worker's traceback is printed under the caller's, the way ``concurrent.futures`` does it.
+    """
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.tb}"""'
+
+
+class TaskError(TaskloomError):
+    """A task failed.
+
+    Attributes:
+        index: position of the item in the input (0-based).
+        item_repr: a short ``repr`` of the item.
+        attempts: how many times the task ran (1 + retries used).
+        remote_traceback: the worker's formatted traceback, when the task ran elsewhere.
+        stage: the pipeline stage or function name the task belonged to.
+
+    The original exception, when there is one, is ``__cause__``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        index: int | None = None,
+        item_repr: str | None = None,
+        attempts: int = 1,
+        remote_traceback: str | None = None,
+        stage: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.index = index
+        self.item_repr = item_repr
+        self.attempts = attempts
+        self.remote_traceback = remote_traceback
+        self.stage = stage
+
+    def _kwargs(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "item_repr": self.item_repr,
+            "attempts": self.attempts,
+            "remote_traceback": self.remote_traceback,
+            "stage": self.stage,
+        }
+
+    def __reduce__(self) -> Any:
+        return (_rebuild, (type(self), self.args, self._kwargs(), self.__cause__))
+
+
+class TaskTimeout(TaskError, TimeoutError):
+    """A task ran past its ``timeout``.
+
+    On processes the worker that ran it was terminated and replaced; on threads the thread could
+    not be stopped and runs on (its result is dropped); on asyncio the task was cancelled.
+    """
+
+    def __init__(self, message: str, *, timeout: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.timeout = timeout
+
+    def _kwargs(self) -> dict[str, Any]:
+        return {**super()._kwargs(), "timeout": self.timeout}
+
+
+class WorkerCrashed(TaskError):
+    """The worker process running the task died (a signal, ``os._exit``, the OOM killer...).
+
+    Attributes:
+        history: one ``(pid, exitcode)`` per attempt; a negative exitcode is ``-signal``.
+    """
+
+    def __init__(
+        self, message: str, *, history: list[tuple[int, int | None]] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self.history = list(history or [])
+
+    def _kwargs(self) -> dict[str, Any]:
+        return {**super()._kwargs(), "history": self.history}
+
+
+class SerializationError(TaskError):
+    """The function, an item or a result could not be pickled or unpickled.
+
+    Attributes:
+        what: ``"function"``, ``"item"`` or ``"result"``.
+    """
+
+    def __init__(self, message: str, *, what: str = "item", **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.what = what
+
+    def _kwargs(self) -> dict[str, Any]:
+        return {**super()._kwargs(), "what": self.what}
+
+
+class LockOrderError(TaskloomError, RuntimeError):
+    """Locks were taken against their declared order (see ``OrderedLock``)."""
+
+
+class DeadlockError(TaskloomError, RuntimeError):
+    """Threads wait on each other in a cycle; the message holds every stack in the cycle."""
+
+
+def _rebuild(
+    cls: type[TaskError], args: tuple[Any, ...], kwargs: dict[str, Any], cause: BaseException | None
+) -> TaskError:
+    err = cls(*args, **kwargs)
+    err.__cause__ = cause
+    return err
+
+
+def short_repr(obj: object, limit: int = 80) -> str:
+    """``repr(obj)`` cut to ``limit`` characters; never raises."""
+    try:
+        text = repr(obj)
+    except Exception as exc:  # a broken __repr__ must not hide the real error
+        text = f"<{type(obj).__name__} object; repr() failed: {exc!r}>"
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text

@@ -1,0 +1,190 @@
+"""Mode objects: which engine runs the work, with that engine's own knobs.
+
+A mode is a string (``"threads"``) or one of these frozen dataclasses. Knobs that belong to one
+engine live on its object (``Processes(max_tasks_per_worker=...)``), not on every call.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeAlias
+
+from ._system import ASYNC_DEFAULT_WORKERS, default_threads, usable_cpus
+
+__all__ = ["Async", "Auto", "Mode", "ModeLike", "Processes", "Sequential", "Threads", "parse_mode"]
+
+MODE_NAMES = ("sequential", "threads", "processes", "async", "auto")
+
+
+@dataclass(frozen=True)
+class Sequential:
+    """Run every task in the caller's thread, one after the other (debuggable, no overhead)."""
+
+    name: Literal["sequential"] = field(default="sequential", init=False, repr=False)
+
+    def default_workers(self) -> int:
+        return 1
+
+
+@dataclass(frozen=True)
+class Threads:
+    """Run tasks on a warm pool of threads: for I/O and for code that releases the GIL.
+
+    Without ``workers`` a call gets ``min(32, cpus + 4)`` threads, the stdlib's default.
+    Thread tasks see the caller's ``contextvars``.
+    """
+
+    idle_timeout: float = 60.0
+    name: Literal["threads"] = field(default="threads", init=False, repr=False)
+
+    def default_workers(self) -> int:
+        return default_threads()
+
+
+def _default_start_method() -> str:
+    # fork is fast but unsafe once threads exist (and taskloom's own pool has a manager thread):
+    # a child can inherit a lock held by another thread and hang. Python 3.14 made forkserver the
+    # default on Linux for this reason; we do the same on every POSIX system that has it, and
+    # preload our worker module into the server so that each worker starts in milliseconds.
+    methods = multiprocessing.get_all_start_methods()
+    if sys.platform != "darwin" and "forkserver" in methods:
+        return "forkserver"
+    return "spawn"
+
+
+@dataclass(frozen=True)
+class Processes:
+    """Run tasks on taskloom's own warm process pool: for pure-Python CPU work.
+
+    Args:
+        start_method: ``"forkserver"`` (default on Linux), ``"spawn"`` or ``"fork"``.
+        max_tasks_per_worker: recycle a worker after this many tasks (leaky libraries).
+        max_memory: recycle a worker whose RSS is over this after a task, e.g. ``"2GiB"``.
+        initializer: called once in each worker before its first task, with ``initargs``.
+        initargs: arguments for ``initializer``.
+        crash_retries: how often a task whose worker died is run again on a fresh worker
+            before it is reported as ``WorkerCrashed`` (counted apart from ``retries``).
+        idle_timeout: seconds after which an idle worker exits.
+        max_result_size: a result larger than this (bytes or "512MiB") fails as
+            ``SerializationError`` instead of exhausting memory.
+    """
+
+    start_method: str | None = None
+    max_tasks_per_worker: int | None = None
+    max_memory: int | str | None = None
+    initializer: Callable[..., Any] | None = None
+    initargs: tuple[Any, ...] = ()
+    crash_retries: int = 1
+    idle_timeout: float = 120.0
+    max_result_size: int | str | None = None
+    name: Literal["processes"] = field(default="processes", init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        methods = multiprocessing.get_all_start_methods()
+        if self.start_method is not None and self.start_method not in methods:
+            raise ValueError(
+                f"start_method must be one of {methods}, got {self.start_method!r}"
+            )
+        if self.max_tasks_per_worker is not None and self.max_tasks_per_worker < 1:
+            raise ValueError(f"max_tasks_per_worker must be >= 1 or None, got {self.max_tasks_per_worker!r}")
+        if self.crash_retries < 0:
+            raise ValueError(f"crash_retries must be >= 0, got {self.crash_retries!r}")
+        if self.idle_timeout <= 0:
+            raise ValueError(f"idle_timeout must be > 0 seconds, got {self.idle_timeout!r}")
+        if self.initializer is not None and not callable(self.initializer):
+            raise TypeError(f"initializer must be callable, got {self.initializer!r}")
+        parse_size(self.max_memory, "max_memory")
+        parse_size(self.max_result_size, "max_result_size")
+
+    @property
+    def resolved_start_method(self) -> str:
+        return self.start_method or _default_start_method()
+
+    def default_workers(self) -> int:
+        return usable_cpus()
+
+
+@dataclass(frozen=True)
+class Async:
+    """Run coroutine functions on an asyncio event loop; ``workers`` caps concurrency.
+
+    The loop runs in a taskloom thread ("taskloom-asyncio"), shared by every run, so a
+    synchronous caller can map coroutines without an event loop of its own. Default cap: 100.
+    """
+
+    name: Literal["async"] = field(default="async", init=False, repr=False)
+
+    def default_workers(self) -> int:
+        return ASYNC_DEFAULT_WORKERS
+
+
+@dataclass(frozen=True)
+class Auto:
+    """Measure the first task and choose the mode (see ``taskloom.advise``)."""
+
+    name: Literal["auto"] = field(default="auto", init=False, repr=False)
+
+    def default_workers(self) -> int:
+        return usable_cpus()
+
+
+Mode: TypeAlias = Sequential | Threads | Processes | Async | Auto
+ModeLike: TypeAlias = str | Mode
+
+_BY_NAME: dict[str, Callable[[], Mode]] = {
+    "sequential": Sequential,
+    "threads": Threads,
+    "processes": Processes,
+    "async": Async,
+    "auto": Auto,
+}
+
+
+def parse_mode(mode: ModeLike, *, allow_auto: bool = True) -> Mode:
+    """Turn a mode string or object into a mode object, or raise ValueError naming the choices."""
+    if isinstance(mode, Sequential | Threads | Processes | Async | Auto):
+        if isinstance(mode, Auto) and not allow_auto:
+            raise ValueError("mode 'auto' is not valid here: choose 'sequential', 'threads', 'processes' or 'async'")
+        return mode
+    if isinstance(mode, str):
+        key = mode.strip().lower()
+        if key == "dask":
+            raise ValueError(
+                "mode 'dask' is not available in this version of taskloom; "
+                f"choose one of {', '.join(MODE_NAMES)}"
+            )
+        if key in _BY_NAME and (allow_auto or key != "auto"):
+            return _BY_NAME[key]()
+        names = [n for n in MODE_NAMES if allow_auto or n != "auto"]
+        raise ValueError(f"mode must be one of {', '.join(repr(n) for n in names)}, got {mode!r}")
+    raise TypeError(f"mode must be a string or a mode object such as taskloom.Threads(), got {mode!r}")
+
+
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
+          "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "t": 1000**4, "tb": 1000**4,
+          "tib": 1024**4}
+
+
+def parse_size(value: int | str | None, name: str) -> int | None:
+    """``"2GiB"`` -> 2147483648; an int passes through; None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise TypeError(f"{name} must be a number of bytes or a string like '2GiB', got {value!r}")
+    if isinstance(value, int):
+        if value <= 0:
+            raise ValueError(f"{name} must be > 0 bytes, got {value!r}")
+        return value
+    text = value.strip().lower().replace(" ", "")
+    digits = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = text[len(digits):]
+    try:
+        number = float(digits)
+    except ValueError:
+        number = -1.0
+    if unit not in _UNITS or number <= 0:
+        raise ValueError(f"{name} must be a size like '512MiB' or '2GB', got {value!r}")
+    return int(number * _UNITS[unit])

@@ -1,0 +1,99 @@
+"""Warm pools: the only process-wide state. Reused between calls, ended by ``shutdown()``.
+
+Pools are keyed by their engine's configuration and worker count, so several threads calling
+``taskloom.map`` with the same mode share one pool, and a second call a moment later pays no
+start-up. ``shutdown()`` runs at interpreter exit too: it is registered after
+``multiprocessing.util`` is imported, and atexit handlers run last-in first-out, so our workers are
+stopped before multiprocessing would wait for them.
+"""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing.util  # noqa: F401 - see the module docstring
+import os
+import threading
+from collections.abc import Hashable
+
+from ._backends._base import Backend
+from ._modes import Async, Mode, Processes, Sequential, Threads
+
+_lock = threading.Lock()
+_pools: dict[Hashable, Backend] = {}
+_keep: list[object] = []  # configs whose id() is part of a key stay alive with their pool
+
+
+def _key(mode: Mode, workers: int) -> Hashable:
+    key: Hashable = (type(mode).__name__, mode, workers)
+    try:
+        hash(key)
+    except TypeError:  # e.g. Processes(initargs=([...],)): unhashable, keyed by identity
+        _keep.append(mode)
+        key = (type(mode).__name__, id(mode), workers)
+    return key
+
+
+def get_backend(mode: Mode, workers: int) -> Backend:
+    """The warm backend for this mode and worker count, created on first use."""
+    if isinstance(mode, Sequential):
+        from ._backends._sequential import SequentialBackend
+
+        return SequentialBackend()
+    key = _key(mode, workers)
+    with _lock:
+        backend = _pools.get(key)
+        if backend is None:
+            backend = _create(mode, workers)
+            _pools[key] = backend
+        return backend
+
+
+def _create(mode: Mode, workers: int) -> Backend:
+    if isinstance(mode, Threads):
+        from ._backends._threads import ThreadBackend
+
+        return ThreadBackend(workers, mode.idle_timeout)
+    if isinstance(mode, Processes):
+        from ._backends._processes import ProcessBackend
+
+        return ProcessBackend(mode, workers)
+    if isinstance(mode, Async):
+        from ._backends._asyncio import AsyncBackend
+
+        return AsyncBackend(workers)
+    raise ValueError(f"no backend for mode {mode!r}")  # pragma: no cover - parse_mode guards
+
+
+def shutdown() -> None:
+    """Stop every warm pool now: worker processes end, threads and event loops stop.
+
+    Runs still in flight on those pools end with an error. The next call starts fresh pools.
+    Also runs at interpreter exit.
+    """
+    with _lock:
+        pools = list(_pools.values())
+        _pools.clear()
+        _keep.clear()
+    for backend in pools:
+        backend.close()
+
+
+def live_backends() -> list[Backend]:
+    """The warm pools that exist now (for ``taskloom info`` and tests)."""
+    with _lock:
+        return list(_pools.values())
+
+
+def _forget_in_child() -> None:
+    # A forked child inherits our pool objects but not their threads: start from nothing.
+    global _lock
+    _lock = threading.Lock()
+    _pools.clear()
+    _keep.clear()
+
+
+# multiprocessing.util is imported above, so its atexit hook (which joins child processes) was
+# registered before ours and runs after it: our workers are gone by then.
+atexit.register(shutdown)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)

@@ -1,0 +1,72 @@
+"""A progress display fed by the scheduler's result events (the same for every backend).
+
+On a terminal it is a rich progress bar (done/total, rate, ETA, errors, mode and workers); on
+anything else (CI logs, files) it writes a log line every few seconds instead of escape codes.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Any
+
+LOG_EVERY = 5.0  # seconds between lines when not on a terminal
+
+
+class ProgressBar:
+    """Listens to a run: ``update(done, failed)`` per finished block, ``close()`` at the end."""
+
+    def __init__(self, name: str, mode: str, workers: int, total: int | None) -> None:
+        self.name, self.mode, self.workers, self.total = name, mode, workers, total
+        self.done = self.failed = 0
+        self._lock = threading.Lock()
+        self._t0 = time.perf_counter()
+        self._last_log = self._t0
+        self._closed = False
+        self._progress: Any = None
+        self._task: Any = None
+        if sys.stderr.isatty():
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
+
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"),
+                TimeRemainingColumn(), TextColumn("{task.fields[errors]}"), transient=False,
+            )
+            self._task = self._progress.add_task(
+                f"{name} [{mode} x{workers}]", total=total, rate="", errors=""
+            )
+            self._progress.start()
+
+    def update(self, done: int, failed: int) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self.done += done
+            self.failed += failed
+            now = time.perf_counter()
+            rate = self.done / max(now - self._t0, 1e-9)
+            if self._progress is not None:
+                errors = f"[red]{self.failed} errors" if self.failed else ""
+                self._progress.update(self._task, completed=self.done, rate=f"{rate:,.1f}/s", errors=errors)
+            elif now - self._last_log >= LOG_EVERY:
+                self._last_log = now
+                print(self.line(rate), file=sys.stderr, flush=True)
+
+    def line(self, rate: float) -> str:
+        of = f"/{self.total}" if self.total is not None else ""
+        errors = f", {self.failed} errors" if self.failed else ""
+        return f"taskloom {self.name} [{self.mode} x{self.workers}]: {self.done}{of} done, {rate:,.1f}/s{errors}"
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._progress is not None:
+                self._progress.stop()
+            else:
+                rate = self.done / max(time.perf_counter() - self._t0, 1e-9)
+                print(self.line(rate), file=sys.stderr, flush=True)

@@ -1,0 +1,643 @@
+"""The one engine: every run, on every backend, goes through ``Run``.
+
+Batching, ordering, the in-flight bound, retries, timeouts, crash accounting, the error policy,
+cancellation and statistics are written here once. A backend only runs batches and reports
+events (see ``_backends/_base.py``)::
+
+    input ──islice──> Group(start, items) ──Batch──> backend ──Done/Lost/Started──> sink
+                        │    ▲                                                       │
+                        │    └── retries / crash retries / splits: single-item Batches
+                        ▼                                                            │
+    caller <── values or Outcomes <── groups in input order (or as done) <──────────┘
+
+The run is pulled by its consumer: ``next()`` tops up the window from the input, then blocks on
+the sink for the next event (with a timeout when a task deadline is pending). Nothing runs in a
+scheduler thread of its own, so a run that nobody iterates costs nothing but its in-flight work.
+A ``Group`` is the unit of ordering: one chunk of consecutive input items. A ``Batch`` is the unit
+of dispatch: a whole group at first, single items for retries and for isolating a crash.
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, Protocol, TypeVar
+
+from ._backends._base import Backend, Batch, Done, Event, ItemError, Job, Lost, Started
+from ._errors import (
+    RemoteTraceback,
+    SerializationError,
+    TaskError,
+    TaskTimeout,
+    WorkerCrashed,
+    short_repr,
+)
+from ._outcome import Outcome, RunStatistics
+
+__all__ = ["Run"]
+
+log = logging.getLogger("taskloom")
+T = TypeVar("T")
+
+OnError = Literal["raise", "collect"]
+
+#: Auto batching aims for batches that run this long: long enough that dispatch overhead
+#: (~50-200 us per batch on processes) is a few percent, short enough to balance the load.
+TARGET_BATCH_SECONDS = 0.05
+#: A batch never grows more than this factor over the largest one measured so far.
+MAX_GROWTH = 10
+#: Without a known input length, batches stay under this many items (memory and latency).
+MAX_UNSIZED_BATCH = 1 << 16
+
+
+class Listener(Protocol):
+    """Told of each finished block (progress bars); ``close`` when the run ends."""
+
+    def update(self, done: int, failed: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _Wake:
+    """Put in a run's sink to wake its consumer (cancel or submit from another thread)."""
+
+
+class PushSource(Iterator[Any]):
+    """Input that other threads push into (the Executor): ``take`` never blocks."""
+
+    def take(self, n: int) -> list[Any] | None:
+        """Up to ``n`` items; [] when none are waiting; None when closed and empty."""
+        raise NotImplementedError
+
+    def __next__(self) -> Any:  # pragma: no cover - the scheduler uses take()
+        raise TypeError("a PushSource is read with take()")
+
+
+@dataclass(eq=False)
+class _Group:
+    start: int
+    items: list[Any]
+    values: list[Any]
+    remaining: int
+    errors: dict[int, TaskError] = field(default_factory=dict)
+    attempts: dict[int, int] = field(default_factory=dict)  # pos -> runs so far (absent: 1)
+    crashes: dict[int, list[tuple[int, int | None]]] = field(default_factory=dict)
+    durations: list[float] | None = None
+    delivered: int = 0  # unordered mode: how many of this group's results were handed out
+
+
+@dataclass(eq=False)
+class _Flight:
+    batch: Batch
+    group: _Group
+    positions: list[int] | None  # None: the whole group
+
+
+class Chunker:
+    """Batch size from measured per-item time (EWMA), or a fixed size."""
+
+    def __init__(self, fixed: int | None, total: int | None, workers: int) -> None:
+        self.fixed = fixed
+        self.cap = MAX_UNSIZED_BATCH if total is None else max(1, total // max(1, workers * 4))
+        self.per_item: float | None = None
+        self.largest = 1
+        self.last = fixed or 1
+
+    def next_size(self) -> int:
+        if self.fixed is not None:
+            return self.fixed
+        if self.per_item is None:
+            return 1
+        size = int(TARGET_BATCH_SECONDS / max(self.per_item, 1e-9))
+        size = max(1, min(size, self.largest * MAX_GROWTH, self.cap))
+        self.last = size
+        return size
+
+    def observe(self, n_items: int, elapsed: float) -> None:
+        if n_items <= 0:
+            return
+        sample = elapsed / n_items
+        self.per_item = sample if self.per_item is None else 0.5 * self.per_item + 0.5 * sample
+        self.largest = max(self.largest, n_items)
+
+
+class Run(Generic[T]):
+    """A running map: an iterator over results that also reports and controls the run.
+
+    Iterating yields values in input order (``ordered=True``) or as they finish; with
+    ``on_error="collect"`` it yields an ``Outcome`` per item instead. Leaving a ``for`` loop
+    early, calling ``cancel()``, or an exception in the consumer stops the work and frees the
+    workers. Use it as a context manager to make that explicit.
+
+    Attributes:
+        advice: why ``mode="auto"`` chose this engine (None for an explicit mode).
+        mode: the engine the tasks run on.
+        workers: the worker (or concurrency) count in use.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        items: Iterable[Any],
+        *,
+        backend: Backend,
+        name: str,
+        chunksize: int | None,
+        ordered: bool,
+        timeout: float | None,
+        retries: int,
+        retry_on: tuple[type[BaseException], ...],
+        on_error: OnError,
+        prefetch: int | None,
+        crash_retries: int = 1,
+        total: int | None = None,
+        context: Any = None,
+        advice: Any = None,
+        head: list[tuple[Any, Any, ItemError | None, float]] | None = None,
+        listener: Listener | None = None,
+    ) -> None:
+        self.advice = advice
+        self.mode = backend.name
+        self.workers = backend.workers
+        self._backend = backend
+        self._job = Job(fn, name, context)
+        self._ordered = ordered
+        self._timeout = timeout
+        self._retries = retries
+        self._retry_on = retry_on
+        self._collect = on_error == "collect"
+        self._crash_retries = crash_retries
+        self._chunker = Chunker(chunksize, total, backend.workers)
+        self._window = backend.workers * (prefetch if prefetch is not None else backend.prefetch)
+        self._sink: queue.SimpleQueue[Event | _Wake] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._source: Iterator[Any] | None = items if isinstance(items, PushSource) else iter(items)
+        self._next_index = 0
+        self._groups: collections.deque[_Group] = collections.deque()  # ordered: undelivered groups
+        self._open = 0  # groups taken from the input and not yet handed out: the window
+        self._flights: dict[int, _Flight] = {}
+        self._deadlines: list[tuple[float, int]] = []
+        self._ready: collections.deque[list[Any]] = collections.deque()  # blocks ready to hand out
+        self._current: Iterator[Any] = iter(())
+        self._input_error: BaseException | None = None
+        self._failure: BaseException | None = None
+        self._cancelled = False
+        self._done = False
+        self._listener = listener
+        # statistics
+        self._t0 = time.perf_counter()
+        self._completed = 0
+        self._failed = 0
+        self._retried = 0
+        self._batches = 0
+        self._task_time = 0.0
+        self._per_worker: collections.Counter[str] = collections.Counter()
+        backend.prepare(self._job)
+        if head:
+            self._add_head(head)
+
+    # -- public ------------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[T]:
+        return self._iterate()
+
+    def __next__(self) -> T:
+        try:
+            return next(self._current)  # type: ignore[no-any-return]
+        except StopIteration:
+            pass
+        block = self._next_block()
+        if block is None:
+            raise StopIteration
+        self._current = iter(block)
+        return next(self._current)  # type: ignore[no-any-return]
+
+    def __enter__(self) -> Run[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel()
+
+    def __del__(self) -> None:
+        if not self._done and not self._cancelled:
+            try:
+                self.cancel()
+            except Exception:  # pragma: no cover - interpreter shutdown
+                pass
+
+    def cancel(self) -> None:
+        """Stop the run: drop what has not started and free the workers. Safe from any thread."""
+        with self._lock:
+            if self._done:
+                return
+            self._cancelled = True
+            self._done = True
+            self._cancel_flights()
+        self._sink.put(_Wake())
+        self._close_listener()
+
+    def _close_listener(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+
+    def wake(self) -> None:
+        """Make the consumer look at its input again (a PushSource got items)."""
+        self._sink.put(_Wake())
+
+    def statistics(self) -> RunStatistics:
+        """A snapshot of the run's counters (safe to call while it runs)."""
+        with self._lock:
+            return RunStatistics(
+                mode=self.mode,
+                workers=self.workers,
+                submitted=self._next_index,
+                completed=self._completed,
+                failed=self._failed,
+                retried=self._retried,
+                batches=self._batches,
+                chunksize=self._chunker.last,
+                elapsed=time.perf_counter() - self._t0,
+                task_time=self._task_time,
+                per_worker=dict(self._per_worker),
+            )
+
+    # -- consumption ---------------------------------------------------------------------------
+    def _iterate(self) -> Iterator[T]:
+        """The generator behind ``for``: closing it early (break) cancels the run."""
+        finished = False
+        try:
+            while True:
+                try:
+                    yield next(self._current)
+                    continue
+                except StopIteration:
+                    pass
+                block = self._next_block()
+                if block is None:
+                    finished = True
+                    return
+                self._current = iter(block)
+        finally:
+            if not finished:
+                self.cancel()
+
+    def to_list(self) -> list[T]:
+        """Drain the run into a list, one block at a time (the fast path behind ``map``)."""
+        out: list[T] = list(self._current)
+        try:
+            while (block := self._next_block()) is not None:
+                out.extend(block)
+        except BaseException:
+            self.cancel()
+            raise
+        return out
+
+    def _next_block(self) -> list[Any] | None:
+        """The next list of results to hand out, or None at the end. Raises on failure."""
+        try:
+            while True:
+                with self._lock:
+                    if self._ready:
+                        return self._ready.popleft()
+                    if self._failure is not None:
+                        failure, self._failure = self._failure, None
+                        self._done = True
+                        self._close_listener()
+                        raise failure
+                    if self._done:
+                        return None
+                    self._fill()
+                    if self._open == 0 and self._source is None:
+                        self._done = True
+                        self._close_listener()
+                        if self._input_error is not None:
+                            error, self._input_error = self._input_error, None
+                            raise error
+                        continue
+                    wait = self._wait_time()
+                if self._ready:
+                    continue
+                try:
+                    event = self._sink.get(timeout=wait)
+                except queue.Empty:
+                    event = None
+                with self._lock:
+                    if event is not None:
+                        self._handle(event)
+                        # Drain whatever else arrived, without blocking: fewer lock round trips.
+                        while True:
+                            try:
+                                self._handle(self._sink.get_nowait())
+                            except queue.Empty:
+                                break
+                    self._check_deadlines()
+        except BaseException:
+            # KeyboardInterrupt, an error in the input, a task failure with on_error="raise":
+            # nothing of this run may keep running.
+            self.cancel()
+            raise
+
+    def _wait_time(self) -> float | None:
+        if not self._deadlines:
+            return None
+        return max(0.0, self._deadlines[0][0] - time.monotonic())
+
+    # -- filling the window --------------------------------------------------------------------
+    def _fill(self) -> None:
+        while self._source is not None and self._open < self._window and not self._done:
+            size = self._chunker.next_size()
+            try:
+                if isinstance(self._source, PushSource):
+                    taken = self._source.take(size)
+                    if taken is None:
+                        self._source = None
+                        return
+                    if not taken:
+                        return  # nothing submitted yet: wait for events (submit wakes us)
+                    items = taken
+                else:
+                    items = list(itertools.islice(self._source, size))
+            except Exception as exc:
+                # The input raised: no more input is pulled; what is in flight ends per on_error.
+                self._source = None
+                if self._collect:
+                    self._input_error = exc
+                else:
+                    self._failure = exc
+                return
+            if not items:
+                self._source = None
+                return
+            group = _Group(self._next_index, items, [None] * len(items), len(items))
+            self._next_index += len(items)
+            self._open += 1
+            if self._ordered:
+                self._groups.append(group)
+            self._submit(group, None)
+
+    def _submit(self, group: _Group, positions: list[int] | None) -> None:
+        items = group.items if positions is None else [group.items[p] for p in positions]
+        batch = Batch(
+            self._job,
+            items,
+            self._sink,  # type: ignore[arg-type]
+            timed=self._timeout is not None,
+            per_item_timing=self._collect,
+        )
+        self._flights[batch.id] = _Flight(batch, group, positions)
+        self._batches += 1
+        self._backend.submit(batch)
+
+    def _add_head(self, head: list[tuple[Any, Any, ItemError | None, float]]) -> None:
+        """Results computed before the run started (auto mode's measured first tasks)."""
+        items = [h[0] for h in head]
+        group = _Group(0, items, [h[1] for h in head], len(items), durations=[h[3] for h in head])
+        self._next_index = len(items)
+        self._open += 1
+        if self._ordered:
+            self._groups.append(group)
+        for pos, (_item, _value, error, duration) in enumerate(head):
+            self._task_time += duration
+            self._per_worker["caller"] += 1
+            if error is None:
+                self._resolve(group, pos)
+            else:
+                self._item_failed(group, pos, error, duration, attempts_so_far=1)
+        self._chunker.observe(len(head), sum(h[3] for h in head))
+        self._deliver(group)
+
+    # -- events ------------------------------------------------------------------------------
+    def _handle(self, event: Event | _Wake) -> None:
+        if isinstance(event, _Wake):
+            return
+        flight = self._flights.get(event.batch_id)
+        if flight is None:
+            return  # cancelled or timed out already
+        if isinstance(event, Started):
+            if self._timeout is not None:
+                heapq.heappush(self._deadlines, (event.at + self._timeout, event.batch_id))
+            return
+        del self._flights[event.batch_id]
+        if isinstance(event, Done):
+            self._on_done(flight, event)
+        else:
+            self._on_lost(flight, event)
+        self._deliver(flight.group)
+
+    def _on_done(self, flight: _Flight, event: Done) -> None:
+        group, positions = flight.group, flight.positions
+        n = len(event.values)
+        self._chunker.observe(n, event.elapsed)
+        self._task_time += event.elapsed
+        self._per_worker[event.worker] += n
+        timeout = self._timeout
+        if timeout is not None and n == 1 and event.elapsed > timeout and not event.errors:
+            # The backend could not interrupt it (sequential) or it finished just too late.
+            pos = 0 if positions is None else positions[0]
+            self._item_failed(group, pos, self._timeout_error(group, pos), event.elapsed)
+            return
+        durations = event.durations
+        if positions is None and not event.errors:
+            group.values = event.values  # fast path: the whole group succeeded
+            if durations is not None:
+                group.durations = durations
+            group.remaining = 0
+            self._completed += n
+            return
+        if group.durations is None and self._collect:
+            group.durations = [0.0] * len(group.items)
+        errors = event.errors or {}
+        for i, value in enumerate(event.values):
+            pos = i if positions is None else positions[i]
+            duration = durations[i] if durations is not None else event.elapsed / n
+            if group.durations is not None:
+                group.durations[pos] = duration
+            item_error = errors.get(i)
+            if item_error is None:
+                group.values[pos] = value
+                self._resolve(group, pos)
+            else:
+                self._item_failed(group, pos, item_error, duration)
+
+    def _on_lost(self, flight: _Flight, event: Lost) -> None:
+        group = flight.group
+        positions = flight.positions if flight.positions is not None else list(range(len(group.items)))
+        if event.reason == "split" and len(positions) > 1 or event.reason == "crash" and len(positions) > 1:
+            # One of these items crashed the worker or could not be (un)pickled, and we cannot
+            # tell which: run them one by one; no attempt is counted for the shared failure.
+            for pos in positions:
+                self._submit(group, [pos])
+            return
+        if event.reason == "function":
+            self._failure = SerializationError(
+                f"the function {self._job.name} could not be unpickled in a worker process: {event.detail}. "
+                "Is its module importable there (not defined in an interactive session or a notebook "
+                "cell that the worker cannot import)?",
+                what="function",
+            )
+            self._cancel_flights()
+            return
+        for pos in positions:
+            if event.reason == "crash":
+                history = group.crashes.setdefault(pos, [])
+                history.append((event.pid or 0, event.exitcode))
+                error: ItemError | TaskError = self._crash_error(group, pos, event, history)
+                if len(history) <= self._crash_retries:
+                    group.attempts[pos] = group.attempts.get(pos, 1) + 1
+                    self._retried += 1
+                    self._submit(group, [pos])
+                    continue
+                self._final_failure(group, pos, error, 0.0)
+            elif event.reason in ("item", "result"):
+                what = "argument" if event.reason == "item" else "result"
+                err = SerializationError(
+                    f"task {group.start + pos} of {self._job.name}: the {what} {event.detail}",
+                    what=event.reason, index=group.start + pos,
+                    item_repr=short_repr(group.items[pos]), attempts=group.attempts.get(pos, 1),
+                    stage=self._job.name,
+                )
+                self._final_failure(group, pos, err, 0.0)
+            else:  # broken pool
+                err2 = TaskError(
+                    f"task {group.start + pos} of {self._job.name} could not run: {event.detail}",
+                    index=group.start + pos, item_repr=short_repr(group.items[pos]),
+                    attempts=group.attempts.get(pos, 1), stage=self._job.name,
+                )
+                self._final_failure(group, pos, err2, 0.0)
+
+    def _check_deadlines(self) -> None:
+        now = time.monotonic()
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, batch_id = heapq.heappop(self._deadlines)
+            flight = self._flights.pop(batch_id, None)
+            if flight is None:
+                continue
+            self._backend.abort(flight.batch)
+            group = flight.group
+            for pos in flight.positions if flight.positions is not None else range(len(group.items)):
+                self._item_failed(group, pos, self._timeout_error(group, pos), self._timeout or 0.0)
+            self._deliver(group)
+
+    # -- per-item accounting -----------------------------------------------------------------
+    def _resolve(self, group: _Group, pos: int) -> None:
+        group.remaining -= 1
+        self._completed += 1
+
+    def _item_failed(
+        self, group: _Group, pos: int, error: ItemError | TaskError, duration: float, attempts_so_far: int | None = None
+    ) -> None:
+        attempts = attempts_so_far or group.attempts.get(pos, 1)
+        original = error.exception if isinstance(error, ItemError) else error
+        if attempts <= self._retries and isinstance(original, self._retry_on) and not isinstance(
+            original, SerializationError
+        ):
+            group.attempts[pos] = attempts + 1
+            self._retried += 1
+            self._submit(group, [pos])
+            return
+        self._final_failure(group, pos, error, duration)
+
+    def _final_failure(self, group: _Group, pos: int, error: ItemError | TaskError, duration: float) -> None:
+        task_error = error if isinstance(error, TaskError) else self._task_error(group, pos, error)
+        group.errors[pos] = task_error
+        group.values[pos] = None
+        group.remaining -= 1
+        self._failed += 1
+        if not self._collect and self._failure is None:
+            self._failure = task_error
+            self._cancel_flights()
+
+    def _task_error(self, group: _Group, pos: int, error: ItemError) -> TaskError:
+        exc = error.exception
+        index = group.start + pos
+        attempts = group.attempts.get(pos, 1)
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        remote_tb = error.traceback if error.remote else None
+        if remote_tb:
+            # As concurrent.futures does: the worker's traceback hangs under the exception.
+            exc.__cause__ = RemoteTraceback(remote_tb)
+        err = TaskError(
+            f"task {index} ({self._job.name}) failed{tries} on item {short_repr(group.items[pos])}: "
+            f"{type(exc).__name__}: {exc}",
+            index=index, item_repr=short_repr(group.items[pos]), attempts=attempts,
+            remote_traceback=remote_tb, stage=self._job.name,
+        )
+        err.__cause__ = exc
+        return err
+
+    def _timeout_error(self, group: _Group, pos: int) -> TaskTimeout:
+        index = group.start + pos
+        how = {
+            "processes": "its worker process was terminated and replaced",
+            "threads": "its thread cannot be stopped and runs on; its result will be ignored",
+            "async": "the coroutine was cancelled",
+            "sequential": "it ran to the end in the caller's thread (the sequential mode cannot interrupt it)",
+        }.get(self.mode, "it was abandoned")
+        return TaskTimeout(
+            f"task {index} ({self._job.name}) on item {short_repr(group.items[pos])} ran past its "
+            f"timeout of {self._timeout:g} s: {how}",
+            timeout=self._timeout, index=index, item_repr=short_repr(group.items[pos]),
+            attempts=group.attempts.get(pos, 1), stage=self._job.name,
+        )
+
+    def _crash_error(
+        self, group: _Group, pos: int, event: Lost, history: list[tuple[int, int | None]]
+    ) -> WorkerCrashed:
+        index = group.start + pos
+        runs = "; ".join(f"pid {pid}: {_exit_text(code)}" for pid, code in history)
+        return WorkerCrashed(
+            f"task {index} ({self._job.name}) on item {short_repr(group.items[pos])} crashed its worker "
+            f"{len(history)} time(s) ({runs}). {event.detail}",
+            history=history, index=index, item_repr=short_repr(group.items[pos]),
+            attempts=group.attempts.get(pos, 1), stage=self._job.name,
+        )
+
+    def _cancel_flights(self) -> None:
+        batches = [f.batch for f in self._flights.values()]
+        self._flights.clear()
+        self._deadlines.clear()
+        if batches:
+            self._backend.cancel(batches)
+
+    # -- delivery --------------------------------------------------------------------------------
+    def _deliver(self, group: _Group | None = None) -> None:
+        """Hand out finished groups: in input order when ordered, else ``group`` once it is done."""
+        if self._ordered:
+            while self._groups and self._groups[0].remaining == 0:
+                self._emit(self._groups.popleft())
+        elif group is not None and group.remaining == 0:
+            self._emit(group)
+
+    def _emit(self, group: _Group) -> None:
+        self._open -= 1
+        if self._listener is not None:
+            self._listener.update(len(group.items), len(group.errors))
+        if self._collect:
+            durations = group.durations or [0.0] * len(group.items)
+            block = [
+                Outcome(group.start + pos, item, group.values[pos], group.errors.get(pos),
+                        group.attempts.get(pos, 1), durations[pos])
+                for pos, item in enumerate(group.items)
+            ]
+            self._ready.append(block)
+        elif not group.errors:
+            self._ready.append(group.values)
+
+
+def _exit_text(code: int | None) -> str:
+    if code is None:
+        return "unknown exit"
+    if code < 0:
+        import signal
+
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"

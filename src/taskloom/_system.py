@@ -1,0 +1,64 @@
+"""Facts about this process and machine: usable CPUs, start methods, the GIL, default workers."""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import sys
+from pathlib import Path
+
+#: Set in worker processes started by taskloom; a nested ``map`` there does not start a pool.
+IN_WORKER_ENV = "TASKLOOM_WORKER"
+
+#: Default concurrency cap for coroutine functions (``mode="async"``). It is a semaphore, not a
+#: pool: 100 matches aiohttp's default connection limit, enough to keep a typical HTTP service
+#: busy without opening thousands of sockets at once.
+ASYNC_DEFAULT_WORKERS = 100
+
+
+def in_worker() -> bool:
+    """True inside a taskloom worker process."""
+    return os.environ.get(IN_WORKER_ENV) == "1"
+
+
+def _cgroup_cpu_limit() -> float | None:
+    """CPUs allowed by a cgroup quota (v2 ``cpu.max`` or v1 ``cfs_quota_us``), or None."""
+    try:
+        text = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if text and text[0] != "max":
+            return int(text[0]) / int(text[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        if quota > 0 and period > 0:
+            return quota / period
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+@functools.cache
+def usable_cpus() -> int:
+    """CPUs this process may actually use: affinity and cgroup quota, not ``os.cpu_count()``."""
+    if hasattr(os, "sched_getaffinity"):
+        count = len(os.sched_getaffinity(0))
+    else:  # pragma: no cover - macOS and Windows
+        count = os.cpu_count() or 1
+    limit = _cgroup_cpu_limit()
+    if limit is not None:
+        count = min(count, max(1, math.ceil(limit)))
+    return max(1, count)
+
+
+def gil_enabled() -> bool:
+    """False on a free-threaded interpreter running without the GIL (3.13t and later)."""
+    check = getattr(sys, "_is_gil_enabled", None)
+    return True if check is None else bool(check())
+
+
+def default_threads() -> int:
+    """The stdlib's thread-pool default, ``min(32, cpus + 4)``: I/O waits, so a few extra threads."""
+    return min(32, usable_cpus() + 4)
