@@ -14,7 +14,7 @@ from concurrent.futures import as_completed as as_completed
 from concurrent.futures import wait as wait
 
 from ._api import imap as imap
-from ._api import map as map  # noqa: A004 - the public name is the point
+from ._api import map as map
 from ._api import starmap as starmap
 from ._errors import DeadlockError as DeadlockError
 from ._errors import LockOrderError as LockOrderError
@@ -67,9 +67,6 @@ __all__ = (
 # Public objects report themselves as taskloom.X in reprs and tracebacks.
 for _name in __all__:
     _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith("taskloom.") and _name != "__version__":
-        try:
-            _obj.__module__ = "taskloom"
-        except (AttributeError, TypeError):  # pragma: no cover - builtins
-            pass
+    if getattr(_obj, "__module__", "").startswith("taskloom."):
+        _obj.__module__ = "taskloom"
 del _name, _obj

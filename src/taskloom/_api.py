@@ -8,6 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Sized
 from typing import Any, Literal, TypeVar, overload
 
+from ._errors import SerializationError
 from ._modes import Async, Auto, ModeLike, Processes, Sequential, Threads, parse_mode
 from ._outcome import Outcome
 from ._pools import get_backend
@@ -46,7 +47,7 @@ class _Star:
 class _AStar(_Star):
     __slots__ = ()
 
-    async def __call__(self, args: Iterable[Any]) -> Any:  # type: ignore[override]
+    async def __call__(self, args: Iterable[Any]) -> Any:
         return await self.fn(*args)
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -58,7 +59,7 @@ def is_coroutine_function(fn: Callable[..., Any]) -> bool:
         return True
     if isinstance(fn, _Star):
         return False
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))  # noqa: B004
 
 
 def _check_int(name: str, value: object, low: int, allow_none: bool = True) -> None:
@@ -235,11 +236,11 @@ def _choose(fn: Callable[..., Any], source: Any, total: int | None, workers: int
     head, wall, cpu = sample(fn, source)
 
     def picklable() -> str | None:
-        from ._backends._processes import ProcessBackend
+        from ._backends._processes import pickle_function
 
         try:
-            ProcessBackend.prepare(None, Job(fn, _name(fn)))  # type: ignore[arg-type]
-        except Exception as exc:
+            pickle_function(Job(fn, _name(fn)))
+        except SerializationError as exc:
             return str(exc.__cause__ or exc)
         return None
 

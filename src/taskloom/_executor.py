@@ -48,7 +48,7 @@ class _Inbox(PushSource):
         with self.lock:
             if not self.waiting:
                 return None if self.closed else []
-            out = []
+            out: list[Any] = []
             while self.waiting and len(out) < n:
                 future, task = self.waiting.popleft()
                 if not future.set_running_or_notify_cancel():

@@ -20,6 +20,7 @@ of dispatch: a whole group at first, single items for retries and for isolating 
 from __future__ import annotations
 
 import collections
+import contextlib
 import heapq
 import itertools
 import logging
@@ -226,10 +227,8 @@ class Run(Generic[T]):
 
     def __del__(self) -> None:
         if not self._done and not self._cancelled:
-            try:
+            with contextlib.suppress(Exception):  # interpreter shutdown: modules half gone
                 self.cancel()
-            except Exception:  # pragma: no cover - interpreter shutdown
-                pass
 
     def cancel(self) -> None:
         """Stop the run: drop what has not started and free the workers. Safe from any thread."""
@@ -468,7 +467,7 @@ class Run(Generic[T]):
     def _on_lost(self, flight: _Flight, event: Lost) -> None:
         group = flight.group
         positions = flight.positions if flight.positions is not None else list(range(len(group.items)))
-        if event.reason == "split" and len(positions) > 1 or event.reason == "crash" and len(positions) > 1:
+        if (event.reason == "split" and len(positions) > 1) or (event.reason == "crash" and len(positions) > 1):
             # One of these items crashed the worker or could not be (un)pickled, and we cannot
             # tell which: run them one by one; no attempt is counted for the shared failure.
             for pos in positions:

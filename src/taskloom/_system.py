@@ -43,10 +43,8 @@ def _cgroup_cpu_limit() -> float | None:
 @functools.cache
 def usable_cpus() -> int:
     """CPUs this process may actually use: affinity and cgroup quota, not ``os.cpu_count()``."""
-    if hasattr(os, "sched_getaffinity"):
-        count = len(os.sched_getaffinity(0))
-    else:  # pragma: no cover - macOS and Windows
-        count = os.cpu_count() or 1
+    # sched_getaffinity is missing on macOS and Windows.
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     limit = _cgroup_cpu_limit()
     if limit is not None:
         count = min(count, max(1, math.ceil(limit)))

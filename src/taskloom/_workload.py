@@ -80,7 +80,9 @@ def sample(fn: Callable[[Any], Any], source: Iterator[Any]) -> tuple[Head, float
     return head, wall, cpu
 
 
-def decide(head: Head, wall: float, cpu: float, total: int | None, picklable: Callable[[], str | None]) -> Advice:
+def decide(
+    head: Head, wall: float, cpu: float, total: int | None, picklable: Callable[[], str | None]
+) -> Advice:
     """Choose a mode from the sample's measurements (see the module docstring)."""
     n = len(head)
     per_task = wall / n if n else 0.0

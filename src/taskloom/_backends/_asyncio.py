@@ -9,6 +9,7 @@ by ``workers``: a semaphore, not a pool). ``cancel`` and ``abort`` cancel the as
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 import traceback
@@ -60,20 +61,16 @@ class AsyncBackend(Backend):
         loop = self._loop
         if loop is not None and not loop.is_closed():
             ids = [b.id for b in batches]
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 loop.call_soon_threadsafe(self._cancel_ids, ids)
-            except RuntimeError:  # the loop closed meanwhile
-                pass
 
     def close(self) -> None:
         with self._lock:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
         if loop is not None and thread is not None:
-            try:
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(loop.stop)
-            except RuntimeError:
-                pass
             thread.join(timeout=5)
 
     # -- in the loop thread ----------------------------------------------------------------

@@ -65,7 +65,7 @@ class ProcessBackend(Backend):
     def __init__(self, config: Processes, workers: int) -> None:
         self.config = config
         self.workers = workers
-        self._ctx = multiprocessing.get_context(config.resolved_start_method)
+        self._ctx: Any = multiprocessing.get_context(config.resolved_start_method)
         self._lock = threading.Lock()
         self._pending: collections.deque[Batch] = collections.deque()
         self._wake_r, self._wake_w = multiprocessing.Pipe(duplex=False)
@@ -79,23 +79,8 @@ class ProcessBackend(Backend):
 
     # -- contract (any thread) ----------------------------------------------------------------
     def prepare(self, job: Job) -> None:
-        if "processes" in job.cache:
-            return
-        import cloudpickle
-
-        try:
-            job.cache["processes"] = W.OP_FUNCTION + W.Q.pack(job.id) + cloudpickle.dumps(
-                job.fn, protocol=pickle.HIGHEST_PROTOCOL
-            )
-        except Exception as exc:
-            raise SerializationError(
-                f"the function {job.name} cannot be sent to worker processes: it could not be "
-                f"pickled ({type(exc).__name__}: {exc}). Functions, lambdas and closures travel with "
-                "cloudpickle, but what they capture must pickle too (locks, open files, sockets and "
-                "database connections do not): create such objects inside the task or in "
-                "Processes(initializer=...), or use mode='threads'",
-                what="function",
-            ) from exc
+        if "processes" not in job.cache:
+            job.cache["processes"] = W.OP_FUNCTION + W.Q.pack(job.id) + pickle_function(job)
 
     def submit(self, batch: Batch) -> None:
         try:
@@ -449,6 +434,24 @@ class ProcessBackend(Backend):
                 conn.close()
 
 
+def pickle_function(job: Job) -> bytes:
+    """The job's function pickled with cloudpickle, or a SerializationError that says why not."""
+    import cloudpickle
+
+    try:
+        data: bytes = cloudpickle.dumps(job.fn, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        raise SerializationError(
+            f"the function {job.name} cannot be sent to worker processes: it could not be "
+            f"pickled ({type(exc).__name__}: {exc}). Functions, lambdas and closures travel with "
+            "cloudpickle, but what they capture must pickle too (locks, open files, sockets and "
+            "database connections do not): create such objects inside the task or in "
+            "Processes(initializer=...), or use mode='threads'",
+            what="function",
+        ) from exc
+    return data
+
+
 def describe_exit(exitcode: int | None) -> str:
     """Say how a worker ended and what usually causes it."""
     import signal
@@ -461,14 +464,14 @@ def describe_exit(exitcode: int | None) -> str:
         except ValueError:
             name = f"signal {-exitcode}"
         causes = {
-            "SIGKILL": "killed with SIGKILL: most often the out-of-memory killer (check `dmesg`), "
-                       "or another process killed it",
+            "SIGKILL": "most often the out-of-memory killer (check `dmesg`), or another process killed it",
             "SIGSEGV": "a segmentation fault, usually in a C extension",
             "SIGBUS": "a bus error, usually in a C extension or a memory-mapped file",
             "SIGABRT": "abort(), usually an assertion in a C extension",
             "SIGTERM": "terminated by another process",
         }
-        return f"the worker was killed by {name} ({causes.get(name, 'a signal')})"
+        cause = causes.get(name)
+        return f"the worker was killed by {name}" + (f": {cause}" if cause else "")
     if exitcode == 0:
         return ("the worker exited with code 0 without returning a result: the task probably called "
                 "os._exit(0) or sys.exit() from a thread")

@@ -8,6 +8,7 @@ result is ignored by the scheduler - and starts a replacement so the pool keeps 
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 from itertools import count
@@ -94,19 +95,17 @@ class ThreadBackend(Backend):
                         from time import monotonic
 
                         batch.sink.put(Started(batch.id, monotonic(), name))
+                    # A thread's SystemExit or KeyboardInterrupt would vanish with the thread:
+                    # it is that task's error instead (catch=BaseException).
+                    call = functools.partial(run_items, batch.job.fn, batch.items,
+                                             per_item_timing=batch.per_item_timing, catch=BaseException)
                     ctx = batch.job.context
-                    args = (batch.job.fn, batch.items)
-                    kwargs = {"per_item_timing": batch.per_item_timing, "catch": BaseException}
-                    if ctx is not None:
-                        result = ctx.copy().run(run_items, *args, **kwargs)
-                    else:
-                        result = run_items(*args, **kwargs)
-                    values, errors, durations, elapsed = result
+                    values, errors, durations, elapsed = ctx.copy().run(call) if ctx is not None else call()
                     batch.sink.put(Done(batch.id, values, errors, durations, elapsed, name))
                 finally:
                     with self._lock:
                         self._running.pop(batch.id, None)
-                        abandoned = batch.cancelled and self._extra > 0
+                        abandoned = _is_cancelled(batch) and self._extra > 0
                         if abandoned:
                             # This thread was replaced when its batch timed out: it leaves.
                             self._extra -= 1
@@ -120,3 +119,8 @@ class ThreadBackend(Backend):
     def _mark_idle(self) -> None:
         with self._lock:
             self._idle += 1
+
+
+def _is_cancelled(batch: Batch) -> bool:
+    # Re-read after the task ran: another thread may have cancelled it meanwhile.
+    return batch.cancelled
