@@ -34,6 +34,7 @@ from ._outcome import RunStatistics as RunStatistics
 from ._pools import shutdown as shutdown
 from ._scheduler import Run as Run
 from ._workload import Advice as Advice
+from ._workload import advise as advise
 
 __version__ = "0.1.0"
 
@@ -56,6 +57,7 @@ __all__ = (
     "Threads",
     "WorkerCrashed",
     "__version__",
+    "advise",
     "as_completed",
     "imap",
     "map",

@@ -5,14 +5,16 @@ from __future__ import annotations
 import contextvars
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sized
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sized
 from typing import Any, Literal, TypeVar, overload
 
 from ._errors import SerializationError
-from ._modes import Async, Auto, ModeLike, Processes, Sequential, Threads, parse_mode
+from ._modes import Async, Auto, Mode, ModeLike, Processes, Sequential, Threads, parse_mode
 from ._outcome import Outcome
 from ._pools import get_backend
 from ._scheduler import OnError, Run
+from ._system import usable_cpus
+from ._workload import AUTO_BUDGET, Advice, Head, decide, decide_coroutine, run_sample
 
 __all__ = ["imap", "map", "starmap"]
 
@@ -223,31 +225,34 @@ def imap(
     return run
 
 
-def _choose(fn: Callable[..., Any], source: Any, total: int | None, workers: int | None, coroutine: bool) -> Any:
+def function_pickles(fn: Callable[..., Any]) -> str | None:
+    """None when ``fn`` can be sent to worker processes, else why not."""
     from ._backends._base import Job
-    from ._workload import Advice, decide, sample
+    from ._backends._processes import pickle_function
+
+    try:
+        pickle_function(Job(fn, _name(fn)))
+    except SerializationError as exc:
+        return str(exc.__cause__ or exc)
+    return None
+
+
+def _choose(fn: Callable[..., Any], source: Iterator[Any], total: int | None, workers: int | None,
+            coroutine: bool) -> tuple[Mode, Advice, Head | None, int | None]:
+    """mode="auto": measure the first items here (results kept) and pick the engine."""
+    from ._pools import live_backends
 
     if coroutine:
-        cap = workers or Async().default_workers()
-        advice = Advice("async", cap, 1, ("the function is a coroutine function (async def): it runs on "
-                                          f"an asyncio event loop, at most {cap} at once",))
+        advice = decide_coroutine(workers)
         log.info("taskloom auto mode: %s", advice)
         return Async(), advice, None, workers
-    head, wall, cpu = sample(fn, source)
-
-    def picklable() -> str | None:
-        from ._backends._processes import pickle_function
-
-        try:
-            pickle_function(Job(fn, _name(fn)))
-        except SerializationError as exc:
-            return str(exc.__cause__ or exc)
-        return None
-
-    advice = decide(head, wall, cpu, total, picklable)
+    s = run_sample(fn, source, AUTO_BUDGET, total)
+    remaining = 0 if s.exhausted else (None if total is None else max(0, total - s.n))
+    warm = any(b.name == "processes" and b.workers >= usable_cpus() for b in live_backends())
+    advice = decide(s, remaining, pool_warm=warm, function_pickles=lambda: function_pickles(fn))
     log.info("taskloom auto mode: %s", advice)
-    modes = {"sequential": Sequential, "threads": Threads, "processes": Processes}
-    return modes[advice.mode](), advice, head, workers or advice.workers
+    modes: dict[str, Callable[[], Mode]] = {"sequential": Sequential, "threads": Threads, "processes": Processes}
+    return modes[advice.mode](), advice, s.head, workers or advice.workers
 
 
 @overload

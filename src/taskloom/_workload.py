@@ -1,44 +1,83 @@
-"""Measuring a task, and ``mode="auto"``'s choice.
+"""Measuring a task, and choosing the engine for it: ``taskloom.advise`` and ``mode="auto"``.
 
-The first version of the decision: run the first items in the caller's thread within a small
-time budget (their results are kept, never computed twice), measure wall time against the CPU
-time of the calling thread, and apply the guide's decision matrix:
+Measurements (on sample items, within a time budget; in ``auto`` they are real tasks whose results
+are kept):
 
-* estimated total work under ``SEQUENTIAL_BELOW`` seconds -> sequential: no pool pays for itself;
-* mostly waiting (CPU time < half the wall time) -> threads: I/O releases the GIL;
-* mostly computing -> processes, when there is more than one usable CPU and the function pickles;
-* a coroutine function -> async.
+* wall time and CPU time of the calling thread per task -> the share of time spent waiting;
+* for CPU-bound tasks, two threads running two tasks at once -> does the function release the GIL
+  (numpy, hashlib, zlib do)? ``thread_speedup`` is 1.0 when it does not, 2.0 when it fully does;
+* pickled size of items and results, and the parent's cost to pickle an item and unpickle a result
+  (the parent is a serial stage on the process backend).
 
-Inside a taskloom worker process, auto never starts processes (no pool of pools).
+The cost model, per mode, for ``n`` remaining tasks of ``t`` seconds each on ``c`` usable CPUs::
+
+    sequential   T = n·t
+    threads      T = n·t / P_thr + n·o_thr           P_thr = min(workers, n) when waiting (I/O),
+                                                     1 + f·(min(workers, c) - 1) when computing,
+                                                     f = thread_speedup - 1 (GIL-release fraction)
+    processes    T = S + max(n·(t + p_w) / min(c, n), n·(p_parent + b / B)) + n·o_proc / c
+    async        coroutine functions only: n·t / min(workers, n)
+
+``o_thr`` / ``o_proc`` are per-task dispatch costs after batching, ``p_w`` / ``p_parent`` the
+pickling costs in a worker and in the parent, ``b`` the pickled bytes of an item and its result,
+``B`` the pipe's bandwidth, ``S`` the pool start-up (0 when a warm pool exists). The parent's share
+is serial: it pickles and moves every item, whatever the number of workers.
+A concurrent mode must beat sequential by ``MIN_GAIN`` to be chosen: parallelism has costs the
+model does not see (memory, debuggability), so a near-tie goes to the simpler engine. For the same
+reason threads win over processes unless processes are ``THREADS_OVER_PROCESSES`` faster.
+
+Workers: CPU-bound work gets the usable CPUs. Blocking I/O gets enough threads to keep the CPU
+busy while tasks wait (Little's law: concurrency = wait time / CPU time per task, times the CPUs),
+at least the guide's ``min(32, cpus + 4)``, at most ``MAX_IO_THREADS``. On a free-threaded
+interpreter (no GIL), CPU-bound work goes to threads. Inside a taskloom worker process nothing
+chooses processes (no pool of pools).
 """
 
 from __future__ import annotations
 
+import itertools
+import math
+import pickle
+import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from ._backends._base import ItemError
-from ._system import default_threads, in_worker, usable_cpus
+from ._system import ASYNC_DEFAULT_WORKERS, default_threads, gil_enabled, in_worker, usable_cpus
 
-__all__ = ["Advice"]
+__all__ = ["Advice", "advise"]
 
-SAMPLE_BUDGET = 0.02  # seconds of sample tasks run in the caller's thread at most
+AUTO_BUDGET = 0.05  # seconds of sample tasks mode="auto" runs in the caller's thread
 SAMPLE_MAX = 64  # sample tasks at most
-SEQUENTIAL_BELOW = 0.1  # seconds of estimated total work under which sequential wins
 CPU_BOUND_RATIO = 0.5  # CPU time / wall time above which a task is CPU-bound
+MIN_GAIN = 1.25  # a concurrent mode must be this much faster than sequential to be chosen
+THREADS_OVER_PROCESSES = 1.1  # threads win unless processes are modelled this much faster
+MAX_IO_THREADS = 128
+ASSUMED_TASKS = 10_000  # remaining tasks assumed when the input has no length
+
+# Priors measured on a 2-CPU Linux machine (benchmarks/overhead.py); refined by measure_overheads().
+PRIORS = {
+    "thread_task": 0.3e-6,  # per task after batching
+    "process_task": 0.3e-6,  # per task after batching: scheduler bookkeeping in the parent
+    "process_start": 0.1,  # cold pool start (forkserver + workers): 0.08 s measured
+    "pipe_bytes_per_second": 0.75e9,  # parent <-> worker pipe, pickled bytes (4 MB items, measured)
+    "thread_roundtrip": 20e-6,  # one single-item batch, submit to result
+    "process_roundtrip": 80e-6,
+}
 
 
 @dataclass(frozen=True)
 class Advice:
-    """What ``mode="auto"`` chose, and why.
+    """Which engine suits a function, and why.
 
     Attributes:
         mode: "sequential", "threads", "processes" or "async".
-        workers: the worker count chosen.
+        workers: the worker count (or concurrency cap) to use.
         chunksize: the batch size, or "auto" (adaptive).
+        expected_speedup: per mode, the modelled speedup over sequential.
         reasons: plain sentences explaining the choice.
         measurements: the raw numbers the choice rests on.
     """
@@ -47,80 +86,295 @@ class Advice:
     workers: int
     chunksize: int | str
     reasons: tuple[str, ...]
+    expected_speedup: dict[str, float] = field(default_factory=dict)
     measurements: dict[str, float] = field(default_factory=dict)
 
     def __str__(self) -> str:
-        why = "; ".join(self.reasons)
+        why = " ".join(self.reasons)
         return f"{self.mode} x{self.workers} (chunksize {self.chunksize}): {why}"
 
 
 Head = list[tuple[Any, Any, ItemError | None, float]]
 
 
-def sample(fn: Callable[[Any], Any], source: Iterator[Any]) -> tuple[Head, float, float]:
-    """Run the first items in this thread within the budget: (results, wall, cpu) summed."""
-    head: Head = []
-    wall = cpu = 0.0
-    while len(head) < SAMPLE_MAX and wall < SAMPLE_BUDGET:
+@dataclass
+class Sample:
+    """What running some tasks here taught us."""
+
+    head: Head = field(default_factory=list)  # every sampled task, with its result
+    timed: int = 0  # tasks run one at a time: wall and cpu are their sums
+    wall: float = 0.0
+    cpu: float = 0.0
+    thread_speedup: float | None = None
+    item_bytes: float = 0.0
+    result_bytes: float = 0.0
+    parent_pickle: float = 0.0  # seconds per task: pickle item + unpickle result
+    worker_pickle: float = 0.0  # seconds per task: unpickle item + pickle result
+    picklable: bool = True
+    exhausted: bool = False  # the sample read the whole input
+
+    @property
+    def n(self) -> int:
+        return len(self.head)
+
+    @property
+    def per_task(self) -> float:
+        return self.wall / self.timed if self.timed else 0.0
+
+    @property
+    def cpu_ratio(self) -> float:
+        return min(1.0, self.cpu / self.wall) if self.wall > 0 else 1.0
+
+    @property
+    def failed(self) -> bool:
+        return any(h[2] is not None for h in self.head)
+
+
+def _timed_call(fn: Callable[[Any], Any], item: Any) -> tuple[Any, ItemError | None, float, float]:
+    c0, t0 = time.thread_time(), time.perf_counter()
+    try:
+        value, error = fn(item), None
+    except Exception as exc:
+        value, error = None, ItemError(exc, traceback.format_exc(), False)
+    return value, error, time.perf_counter() - t0, time.thread_time() - c0
+
+
+def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, total: int | None = None) -> Sample:
+    """Run items from ``source`` here, within ``budget`` seconds, and measure them.
+
+    Sample tasks run one at a time, so a short job is sampled lightly: at most a quarter of each
+    CPU's share of ``total`` (the rest keeps its chance to run in parallel).
+    """
+    s = Sample()
+    limit = SAMPLE_MAX if total is None else min(SAMPLE_MAX, max(1, total // (4 * usable_cpus())))
+    while s.n < limit and s.wall < budget * 0.5:
         try:
             item = next(source)
         except StopIteration:
+            s.exhausted = True
             break
-        c0, t0 = time.thread_time(), time.perf_counter()
-        try:
-            value, error = fn(item), None
-        except Exception as exc:
-            value, error = None, ItemError(exc, traceback.format_exc(), False)
-        dt, dc = time.perf_counter() - t0, time.thread_time() - c0
-        wall += dt
-        cpu += dc
-        head.append((item, value, error, dt))
+        value, error, dt, dc = _timed_call(fn, item)
+        s.timed += 1
+        s.wall += dt
+        s.cpu += dc
+        s.head.append((item, value, error, dt))
         if error is not None:
+            return s
+    # A busy machine can only make threads look less parallel than they are, so the largest
+    # of a few readings is the best one; as many as the budget allows, up to four.
+    probes_started = time.perf_counter()
+    for _ in range(4):
+        spent = s.wall + time.perf_counter() - probes_started
+        if not (s.timed and s.cpu_ratio >= CPU_BOUND_RATIO and spent + 2 * s.per_task < budget) or s.exhausted:
             break
-    return head, wall, cpu
+        if (s.thread_speedup or 0) > 1.8 or not _measure_threads(fn, source, s):
+            break
+    _measure_pickling(s)
+    return s
+
+
+def _measure_threads(fn: Callable[[Any], Any], source: Iterator[Any], s: Sample) -> bool:
+    """Run two more tasks on two threads at once: does the function release the GIL?"""
+    pair = []
+    for _ in range(2):
+        try:
+            pair.append(next(source))
+        except StopIteration:
+            s.exhausted = True
+            break
+    if not pair:
+        return False
+    out: list[tuple[Any, Any, ItemError | None, float]] = [None] * len(pair)  # type: ignore[list-item]
+    cpu = [0.0] * len(pair)
+    start = threading.Barrier(len(pair))
+
+    def run(i: int) -> None:
+        start.wait()
+        value, error, dt, dc = _timed_call(fn, pair[i])
+        out[i] = (pair[i], value, error, dt)
+        cpu[i] = dc
+
+    threads = [threading.Thread(target=run, args=(i,), name="taskloom-advise") for i in range(len(pair))]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    s.head.extend(out)
+    if len(pair) == 2 and not any(o[2] is not None for o in out) and wall > 0:
+        # CPU seconds the two threads got, per second of wall time: a thread waiting for the GIL
+        # burns no CPU, so this is ~1 when the function holds the GIL and ~2 when it releases it.
+        # Unlike comparing with the sequential tasks, it does not care how long each task is.
+        s.thread_speedup = max(s.thread_speedup or 1.0, min(2.0, sum(cpu) / wall))
+        return True
+    return False
+
+
+def _measure_pickling(s: Sample) -> None:
+    items = [h[0] for h in s.head]
+    results = [h[1] for h in s.head if h[2] is None]
+    if not items:
+        return
+    try:
+        t0 = time.perf_counter()
+        item_data = [pickle.dumps(x, protocol=pickle.HIGHEST_PROTOCOL) for x in items]
+        t1 = time.perf_counter()
+        for d in item_data:
+            pickle.loads(d)
+        t2 = time.perf_counter()
+        result_data = [pickle.dumps(r, protocol=pickle.HIGHEST_PROTOCOL) for r in results]
+        t3 = time.perf_counter()
+        for d in result_data:
+            pickle.loads(d)
+        t4 = time.perf_counter()
+    except Exception:
+        s.picklable = False  # cloudpickle may still manage; the model charges it nothing extra
+        return
+    n, m = len(items), max(1, len(results))
+    s.item_bytes = sum(map(len, item_data)) / n
+    s.result_bytes = sum(map(len, result_data)) / m if results else 0.0
+    s.parent_pickle = (t1 - t0) / n + (t4 - t3) / m
+    s.worker_pickle = (t2 - t1) / n + (t3 - t2) / m
+
+
+def io_workers(s: Sample, cpus: int) -> int:
+    """Little's law: enough concurrent tasks to keep the CPUs busy while the tasks wait."""
+    per_cpu = s.per_task / max(s.cpu / max(s.timed, 1), 1e-5)
+    return max(default_threads(), min(MAX_IO_THREADS, math.ceil(per_cpu * cpus)))
 
 
 def decide(
-    head: Head, wall: float, cpu: float, total: int | None, picklable: Callable[[], str | None]
+    s: Sample,
+    remaining: int | None,
+    *,
+    cpus: int | None = None,
+    pool_warm: bool = False,
+    function_pickles: Callable[[], str | None] = lambda: None,
+    free_threaded: bool | None = None,
+    nested: bool | None = None,
+    overheads: dict[str, float] | None = None,
 ) -> Advice:
-    """Choose a mode from the sample's measurements (see the module docstring)."""
-    n = len(head)
-    per_task = wall / n if n else 0.0
-    ratio = cpu / wall if wall > 0 else 1.0
-    measured = {"sampled_tasks": float(n), "seconds_per_task": per_task, "cpu_ratio": ratio}
-    remaining = None if total is None else max(0, total - n)
-    cpus = usable_cpus()
-    if remaining is not None:
-        estimate = per_task * remaining
-        measured["estimated_work_seconds"] = estimate
-        if estimate < SEQUENTIAL_BELOW:
-            return Advice("sequential", 1, "auto", (
-                f"the remaining {remaining} tasks add up to about {estimate * 1000:.1f} ms of work "
-                f"({per_task * 1e6:.1f} us each): starting or feeding a pool would cost more than it saves",
-            ), measured)
-    if any(h[2] is not None for h in head):
+    """Apply the cost model (module docstring) to a sample. Pure: every input is an argument."""
+    cpus = usable_cpus() if cpus is None else cpus
+    free_threaded = (not gil_enabled()) if free_threaded is None else free_threaded
+    nested = in_worker() if nested is None else nested
+    o = {**PRIORS, **(overheads or {})}
+    n = ASSUMED_TASKS if remaining is None else remaining
+    t = s.per_task
+    ratio = s.cpu_ratio
+    measured: dict[str, float] = {
+        "sampled_tasks": float(s.n), "seconds_per_task": t, "cpu_ratio": ratio,
+        "remaining_tasks": float(n), "item_bytes": s.item_bytes, "result_bytes": s.result_bytes,
+        "parent_pickle_seconds": s.parent_pickle, "usable_cpus": float(cpus),
+    }
+    if s.thread_speedup is not None:
+        measured["thread_speedup"] = s.thread_speedup
+    if s.failed:
         return Advice("threads", default_threads(), "auto", (
-            "the first task raised, so it could not be measured: threads are the safe default",
-        ), measured)
-    if ratio < CPU_BOUND_RATIO:
-        return Advice("threads", default_threads(), "auto", (
-            f"tasks spend {100 * (1 - ratio):.0f}% of their time waiting (I/O or sleep), which "
-            "releases the GIL: threads overlap the waits without pickling anything",
-        ), measured)
-    if cpus < 2:
-        return Advice("sequential", 1, "auto", (
-            "tasks are CPU-bound and this process may use only one CPU: parallelism cannot help",
-        ), measured)
-    if in_worker():
-        return Advice("threads", cpus, "auto", (
-            "already inside a taskloom worker process: a nested map does not start a pool of pools",
-        ), measured)
-    problem = picklable()
-    if problem is not None:
-        return Advice("threads", cpus, "auto", (
-            f"tasks are CPU-bound, but the function cannot be sent to processes ({problem})",
-        ), measured)
-    return Advice("processes", cpus, "auto", (
-        f"tasks are CPU-bound ({100 * ratio:.0f}% of their time computing, {per_task * 1e3:.2f} ms "
-        f"each): the GIL serialises threads, so {cpus} processes run them in parallel",
-    ), measured)
+            "The first task raised, so it could not be measured; threads are the safe default.",
+        ), {}, measured)
+
+    io_bound = ratio < CPU_BOUND_RATIO
+    gil_fraction = 1.0 if free_threaded else max(0.0, (s.thread_speedup or 1.0) - 1.0)
+    thr_workers = io_workers(s, cpus) if io_bound else cpus
+    par_thr = min(thr_workers, n) if io_bound else 1 + gil_fraction * (min(thr_workers, cpus) - 1)
+    costs = {"sequential": n * t, "threads": n * t / max(par_thr, 1) + n * o["thread_task"]}
+    proc_note = None
+    if nested:
+        proc_note = "already inside a taskloom worker process: a nested map does not start a pool of pools"
+    elif cpus < 2:
+        proc_note = "this process may use only one CPU"
+    elif (problem := function_pickles()) is not None:
+        proc_note = f"the function cannot be sent to processes ({problem})"
+    if proc_note is None:
+        start = 0.0 if pool_warm else o["process_start"]
+        work = n * (t + s.worker_pickle) / min(cpus, max(n, 1))
+        transfer = (s.item_bytes + s.result_bytes) / o["pipe_bytes_per_second"]
+        parent = n * (s.parent_pickle + transfer + o["process_task"])
+        costs["processes"] = start + max(work, parent) + n * o["process_task"] / cpus
+    speedups = {m: (costs["sequential"] / c if c > 0 else 1.0) for m, c in costs.items()}
+    measured.update({f"modelled_seconds_{m}": c for m, c in costs.items()})
+    best = min(costs, key=lambda m: costs[m])
+    if best == "processes" and costs["threads"] <= costs["processes"] * THREADS_OVER_PROCESSES:
+        best = "threads"  # a near-tie: threads pickle nothing and share memory
+    what = (f"{100 * (1 - ratio):.0f}% of each task's {_fmt(t)} is waiting (I/O or sleep)" if io_bound
+            else f"tasks compute {100 * ratio:.0f}% of their {_fmt(t)}")
+    reasons = [f"Measured {s.n} task(s): {what}."]
+    if best != "sequential" and speedups[best] < MIN_GAIN:
+        reasons.append(f"{best} would be only {speedups[best]:.2f}x faster (model), under the "
+                       f"{MIN_GAIN}x worth the extra machinery.")
+        best = "sequential"
+    if best == "sequential":
+        reasons.append(f"The remaining ~{n} tasks add up to about {_fmt(n * t)} of work: starting or feeding "
+                       "a pool would cost about as much as it saves." if speedups.get("processes", 0) < MIN_GAIN
+                       and speedups["threads"] < MIN_GAIN else "Sequential is as fast as any engine here.")
+        return Advice("sequential", 1, "auto", tuple(reasons), speedups, measured)
+    if best == "threads":
+        if io_bound:
+            reasons.append(f"Waiting releases the GIL, so threads overlap the waits without pickling anything; "
+                           f"{thr_workers} threads keep {cpus} CPU(s) busy (wait/CPU ratio, Little's law).")
+        elif free_threaded:
+            reasons.append("This interpreter runs without the GIL, so threads compute in parallel.")
+        else:
+            reasons.append(f"The function releases the GIL (two threads ran {s.thread_speedup or 1:.2f}x as fast "
+                           "as one), so threads compute in parallel without pickling.")
+        if proc_note and not io_bound:
+            reasons.append(f"Processes were not considered: {proc_note}.")
+        return Advice("threads", thr_workers, "auto", tuple(reasons), speedups, measured)
+    reasons.append(f"The GIL serialises threads on this work (two threads: {s.thread_speedup or 1:.2f}x), "
+                   f"so {cpus} worker processes run it in parallel (model: {speedups['processes']:.1f}x).")
+    return Advice("processes", cpus, "auto", tuple(reasons), speedups, measured)
+
+
+def decide_coroutine(workers: int | None) -> Advice:
+    cap = workers or ASYNC_DEFAULT_WORKERS
+    return Advice("async", cap, 1, (
+        f"The function is a coroutine function (async def): it runs on an asyncio event loop, at most "
+        f"{cap} at once.",), {}, {})
+
+
+def advise(fn: Callable[[Any], Any], sample: Iterable[Any], *, budget: float = 1.0,
+           total: int | None = None) -> Advice:
+    """Measure ``fn`` on ``sample`` items here and say which engine suits it, and why.
+
+    Runs sample tasks in this thread (and two at once on two threads, for CPU-bound work) within
+    ``budget`` seconds, then applies the cost model described in ``taskloom._workload``.
+
+    Args:
+        fn: the function to measure (a coroutine function is always advised "async").
+        sample: representative items; the first few are run, the rest ignored.
+        budget: seconds of sample tasks to run at most (at least one task always runs).
+        total: how many tasks the real job has (default: assume 10,000).
+
+    Returns:
+        An ``Advice`` with mode, workers, chunksize, expected speedups, reasons and measurements.
+
+    Example::
+
+        >>> advice = taskloom.advise(parse, lines[:100])
+        >>> print(advice.mode, advice.reasons)
+    """
+    from ._api import function_pickles, is_coroutine_function
+
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {fn!r}")
+    if isinstance(budget, bool) or not isinstance(budget, int | float) or budget <= 0:
+        raise ValueError(f"budget must be a number of seconds > 0, got {budget!r}")
+    if is_coroutine_function(fn):
+        return decide_coroutine(None)
+    items = list(sample) if not isinstance(sample, list) else sample
+    if not items:
+        raise ValueError("advise needs at least one sample item, got an empty sample")
+    # Results are discarded here, so a short sample may be run again: the probe for parallel
+    # threads needs items too.
+    s = run_sample(fn, itertools.cycle(items), budget)
+    return decide(s, total if total is not None else ASSUMED_TASKS, function_pickles=lambda: function_pickles(fn))
+
+
+def _fmt(seconds: float) -> str:
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds * 1e6:.2f} us"

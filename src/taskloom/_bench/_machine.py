@@ -1,0 +1,88 @@
+"""The machine a benchmark ran on: what ``taskloom info`` prints and every report starts with."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import platform
+import sys
+import sysconfig
+from pathlib import Path
+from typing import Any
+
+from .._modes import Async, Processes, Sequential, Threads
+from .._system import gil_enabled, usable_cpus
+
+__all__ = ["describe", "machine_info"]
+
+
+def _cpu_model() -> str | None:
+    # platform.processor() is empty on most Linux systems; /proc/cpuinfo names the model.
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _memory_bytes() -> int | None:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().total)
+    except Exception:  # pragma: no cover - psutil is a core dependency, but never fail `info`
+        return None
+
+
+def machine_info() -> dict[str, Any]:
+    """Describe this machine and interpreter as taskloom sees them (JSON-ready).
+
+    Returns:
+        A dict: taskloom and Python versions, platform, CPUs (usable and ``os.cpu_count()``),
+        memory, start methods and taskloom's default, the GIL, and default workers per mode.
+    """
+    from .. import __version__
+
+    return {
+        "taskloom_version": __version__,
+        "python_version": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "python_executable": sys.executable,
+        "platform": platform.platform(),
+        "cpu_model": _cpu_model(),
+        "usable_cpus": usable_cpus(),
+        "os_cpu_count": os.cpu_count(),
+        "memory_bytes": _memory_bytes(),
+        "start_methods": multiprocessing.get_all_start_methods(),
+        "default_start_method": Processes().resolved_start_method,
+        "gil_enabled": gil_enabled(),
+        "free_threading_build": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
+        "default_workers": {
+            "sequential": Sequential().default_workers(),
+            "threads": Threads().default_workers(),
+            "processes": Processes().default_workers(),
+            "async": Async().default_workers(),
+        },
+    }
+
+
+def describe(info: dict[str, Any]) -> list[tuple[str, str]]:
+    """``machine_info()`` as labelled lines of text, in display order (for tables and the report)."""
+    workers = info["default_workers"]
+    memory = info.get("memory_bytes")
+    return [
+        ("taskloom version", str(info["taskloom_version"])),
+        ("Python", f"{info['python_version']} ({info['python_implementation']})"),
+        ("Platform", str(info["platform"])),
+        ("CPU model", str(info.get("cpu_model") or "unknown")),
+        ("CPUs usable", str(info["usable_cpus"])),
+        ("os.cpu_count()", str(info["os_cpu_count"])),
+        ("Memory", "unknown" if memory is None else f"{memory / 2**30:.1f} GiB"),
+        ("Start methods", ", ".join(info["start_methods"])),
+        ("taskloom start method", str(info["default_start_method"])),
+        ("GIL enabled", "yes" if info["gil_enabled"] else "no"),
+        ("Free-threading build", "yes" if info["free_threading_build"] else "no"),
+        ("Default workers", ", ".join(f"{mode} {count}" for mode, count in workers.items())),
+    ]

@@ -1,0 +1,140 @@
+"""The ``taskloom`` command: ``taskloom info`` and ``taskloom bench``.
+
+``main(argv)`` parses the arguments, runs one subcommand and returns the exit code; it never calls
+``sys.exit`` itself (argparse's own exits, for ``--help``, ``--version`` and usage errors, are turned
+into return codes), so tests can call it in-process. Warm pools are shut down before it returns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+__all__ = ["build_parser", "main"]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def _choices(what: str, names: Callable[[], Sequence[str]]) -> Callable[[str], list[str]]:
+    """An argparse type for a comma-separated list of names, each one of ``names()``."""
+
+    def parse(text: str) -> list[str]:
+        allowed = list(names())
+        chosen: list[str] = []
+        for part in text.split(","):
+            name = part.strip().lower()
+            if not name:
+                continue
+            if name not in allowed:
+                raise argparse.ArgumentTypeError(
+                    f"unknown {what} {name!r}: choose from {', '.join(allowed)} (comma-separated)"
+                )
+            if name not in chosen:
+                chosen.append(name)
+        if not chosen:
+            raise argparse.ArgumentTypeError(f"expected at least one {what}, got {text!r}")
+        return chosen
+
+    return parse
+
+
+def _mode_names() -> Sequence[str]:
+    from .._modes import MODE_NAMES
+
+    return MODE_NAMES
+
+
+def _workload_names() -> Sequence[str]:
+    from .._bench import WORKLOADS
+
+    return list(WORKLOADS)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``taskloom`` command (subcommands ``info`` and ``bench``)."""
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="taskloom",
+        description="Run Python work concurrently through one API: see what this machine offers "
+                    "(info) and how each engine does on it (bench).",
+    )
+    parser.add_argument("--version", action="version", version=f"taskloom {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    info = commands.add_parser(
+        "info", help="CPUs, start methods, the GIL and default workers",
+        description="Show what taskloom sees: usable CPUs, start methods, the GIL, default workers per mode.",
+    )
+    info.add_argument("--json", action="store_true", help="print the same as JSON")
+    info.set_defaults(handler="info")
+
+    bench = commands.add_parser(
+        "bench", help="time every mode on standard workloads, with a verdict",
+        description="Run the guide's performance comparison on this machine: each workload in each mode "
+                    "through taskloom.map, on warm pools, every answer checked. Sequential always runs: "
+                    "it is the baseline for speedups. Set TASKLOOM_SMALL=1 for test-sized runs.",
+    )
+    bench.add_argument("--quick", action="store_true",
+                       help="small inputs, a few seconds in all (what `make bench` runs)")
+    bench.add_argument("--workloads", type=_choices("workload", _workload_names), default=None,
+                       metavar="LIST", help=f"comma-separated, from: {', '.join(_workload_names())} (default: all)")
+    bench.add_argument("--modes", type=_choices("mode", _mode_names), default=None, metavar="LIST",
+                       help=f"comma-separated, from: {', '.join(_mode_names())} (default: all)")
+    bench.add_argument("--repeat", type=_positive_int, default=None, metavar="N",
+                       help="timed runs per workload and mode (default 5)")
+    bench.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                       help="workers for every parallel mode (default: each mode's own default)")
+    bench.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the raw numbers as JSON")
+    bench.add_argument("--report", type=Path, default=None, metavar="PATH",
+                       help="write a self-contained HTML report")
+    bench.set_defaults(handler="bench")
+    return parser
+
+
+def _exit_code(exc: SystemExit) -> int:
+    if exc.code is None:
+        return 0
+    return exc.code if isinstance(exc.code, int) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``taskloom`` command.
+
+    Args:
+        argv: the arguments after the program name; default ``sys.argv[1:]``.
+
+    Returns:
+        The exit code: 0 on success, 1 when a benchmark answer was wrong or a file could not be
+        written, 2 on a usage error, 130 on Ctrl-C.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors: argparse has printed them
+        return _exit_code(exc)
+    try:
+        if args.handler == "info":
+            from ._info import run_info
+
+            return run_info(as_json=args.json)
+        from ._bench import run_bench
+
+        return run_bench(args, parser)
+    except KeyboardInterrupt:
+        print("taskloom: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        import taskloom
+
+        taskloom.shutdown()

@@ -1,0 +1,197 @@
+"""mode="auto" and taskloom.advise: the cost model on synthetic numbers, then real workloads."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+
+import pytest
+
+import taskloom as tl
+from taskloom._workload import ASSUMED_TASKS, MAX_IO_THREADS, Sample, decide, io_workers
+
+
+def synthetic(per_task: float, cpu_ratio: float, *, n: int = 4, thread_speedup: float | None = 1.0,
+              item_bytes: float = 30, parent_pickle: float = 1e-6) -> Sample:
+    s = Sample(head=[(i, i, None, per_task) for i in range(n)], timed=n, wall=per_task * n,
+               cpu=per_task * n * cpu_ratio, thread_speedup=thread_speedup, item_bytes=item_bytes,
+               result_bytes=item_bytes, parent_pickle=parent_pickle, worker_pickle=parent_pickle)
+    return s
+
+
+def test_tiny_tasks_stay_sequential() -> None:
+    advice = decide(synthetic(1e-7, 1.0), 200_000, cpus=8)
+    assert advice.mode == "sequential"
+    assert advice.expected_speedup["processes"] < 1
+    assert any("would cost" in r or "as fast" in r for r in advice.reasons)
+
+
+def test_cpu_bound_work_goes_to_processes() -> None:
+    advice = decide(synthetic(0.05, 1.0), 1000, cpus=4)
+    assert advice.mode == "processes"
+    assert advice.workers == 4
+    assert advice.expected_speedup["processes"] == pytest.approx(3.9, rel=0.1)
+    assert any("GIL" in r for r in advice.reasons)
+
+
+def test_waiting_work_goes_to_threads_sized_by_littles_law() -> None:
+    s = synthetic(0.1, 0.01)  # 100 ms tasks, 1 ms of CPU each
+    advice = decide(s, 1000, cpus=2)
+    assert advice.mode == "threads"
+    # 100x more waiting than computing, on 2 CPUs: 200 concurrent tasks, capped.
+    assert advice.workers == MAX_IO_THREADS == io_workers(s, 2)
+    assert advice.workers > min(32, 2 + 4)
+
+
+def test_gil_releasing_cpu_work_goes_to_threads() -> None:
+    advice = decide(synthetic(0.01, 1.0, thread_speedup=1.95), 1000, cpus=2)
+    assert advice.mode == "threads"
+    assert advice.expected_speedup["threads"] > 1.8
+
+
+def test_free_threaded_interpreter_runs_cpu_work_on_threads() -> None:
+    advice = decide(synthetic(0.01, 1.0, thread_speedup=None), 1000, cpus=4, free_threaded=True)
+    assert advice.mode == "threads"
+    assert any("without the GIL" in r for r in advice.reasons)
+
+
+def test_large_arguments_make_processes_lose() -> None:
+    # 20 MB per item through a pipe costs more than the 10 ms of work it would save.
+    advice = decide(synthetic(0.01, 1.0, item_bytes=20e6), 1000, cpus=2)
+    assert advice.mode == "sequential"
+    assert advice.expected_speedup["processes"] < 1
+
+
+def test_one_cpu_unpicklable_and_nested_never_choose_processes() -> None:
+    cpu_heavy = synthetic(0.05, 1.0)
+    assert decide(cpu_heavy, 1000, cpus=1).mode == "sequential"
+    assert "processes" not in decide(cpu_heavy, 1000, cpus=4, function_pickles=lambda: "a lock").expected_speedup
+    assert decide(cpu_heavy, 1000, cpus=4, nested=True).mode != "processes"
+
+
+def test_warm_pool_tips_a_short_job_to_processes() -> None:
+    s = synthetic(0.02, 1.0)
+    cold = decide(s, 10, cpus=2, pool_warm=False)
+    warm = decide(s, 10, cpus=2, pool_warm=True)
+    assert warm.expected_speedup["processes"] > cold.expected_speedup["processes"]
+
+
+def test_unknown_length_assumes_a_large_job() -> None:
+    advice = decide(synthetic(0.01, 1.0), None, cpus=2)
+    assert advice.measurements["remaining_tasks"] == ASSUMED_TASKS
+    assert advice.mode == "processes"
+
+
+def test_a_failing_first_task_cannot_be_measured() -> None:
+    s = synthetic(0.01, 1.0)
+    s.head[0] = (0, None, object(), 0.01)  # type: ignore[arg-type]
+    assert decide(s, 100, cpus=2).mode == "threads"
+
+
+# -- real workloads ----------------------------------------------------------------------------
+
+def square(x: int) -> int:
+    return x * x
+
+
+def sleepy(x: int) -> int:
+    time.sleep(0.01)
+    return x
+
+
+def pure_python(n: int) -> int:
+    return sum(i * i for i in range(n))
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_advise_tiny_task_is_sequential() -> None:
+    assert tl.advise(square, range(1000)).mode == "sequential"
+
+
+def test_advise_sleeping_task_is_threads() -> None:
+    advice = tl.advise(sleepy, range(20), budget=0.2)
+    assert advice.mode == "threads"
+    assert advice.workers > 6
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="parallel CPU work needs two CPUs")
+def test_advise_pure_python_loop_is_processes() -> None:
+    advice = tl.advise(pure_python, [300_000] * 8, budget=1.0, total=200)
+    assert advice.mode == "processes", advice
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="parallel CPU work needs two CPUs")
+def test_advise_gil_releasing_hash_is_threads() -> None:
+    # Parallelism is measured on a shared machine: a busy neighbour can hide it once, so a few
+    # readings are taken; the function must be recognised as GIL-releasing in one of them.
+    modes = {tl.advise(sha, [b"x" * 8_000_000] * 12, budget=1.0, total=500).mode for _ in range(3)}
+    assert "threads" in modes
+
+
+def test_advise_coroutine_is_async() -> None:
+    async def fetch(x: int) -> int:
+        return x
+
+    assert tl.advise(fetch, [1]).mode == "async"
+
+
+def test_advise_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="budget"):
+        tl.advise(square, [1], budget=0)
+    with pytest.raises(ValueError, match="sample"):
+        tl.advise(square, [])
+    with pytest.raises(TypeError, match="callable"):
+        tl.advise(42, [1])  # type: ignore[arg-type]
+
+
+def test_auto_keeps_the_sampled_results() -> None:
+    calls: list[int] = []
+
+    def counted(x: int) -> int:
+        calls.append(x)
+        return x * 2
+
+    run = tl.imap(counted, range(500))
+    assert list(run) == [x * 2 for x in range(500)]
+    assert sorted(calls) == list(range(500))  # every item ran exactly once, samples included
+    assert run.advice is not None and run.advice.mode == "sequential"
+
+
+def test_auto_advice_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("INFO", logger="taskloom"):
+        tl.map(square, range(10))
+    assert any("auto mode" in r.message for r in caplog.records)
+
+
+def nested_map(n: int) -> tuple[str, int]:
+    run = tl.imap(pure_python, [20_000] * n)
+    out = list(run)
+    assert run.advice is not None
+    return run.advice.mode, len(out)
+
+
+def test_nested_map_in_a_worker_does_not_start_processes() -> None:
+    import psutil
+
+    results = tl.map(nested_map, [40, 40], mode="processes", workers=2)
+    assert all(mode != "processes" for mode, _ in results)
+    workers = psutil.Process().children(recursive=True)
+    grandchildren = [c for w in workers for c in w.children() if "forkserver" not in " ".join(c.cmdline())]
+    assert grandchildren == []
+
+
+def blas_threads(_: int) -> int:
+    from threadpoolctl import threadpool_info
+
+    import numpy  # noqa: F401 - loads the BLAS whose pool we inspect
+
+    return max((p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"), default=0)
+
+
+def test_blas_threads_capped_in_workers() -> None:
+    counts = tl.map(blas_threads, [0, 1], mode="processes", workers=2)
+    assert counts and max(counts) <= max(1, len(os.sched_getaffinity(0)) // 2)
