@@ -195,3 +195,18 @@ def blas_threads(_: int) -> int:
 def test_blas_threads_capped_in_workers() -> None:
     counts = tl.map(blas_threads, [0, 1], mode="processes", workers=2)
     assert counts and max(counts) <= max(1, len(os.sched_getaffinity(0)) // 2)
+
+
+def growing(n: int) -> int:
+    return sum(i * i for i in range(n))
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="parallel CPU work needs two CPUs")
+def test_auto_switches_once_when_later_tasks_differ() -> None:
+    # The first tasks are tiny (sequential is right for them); the rest are 10 000x heavier.
+    items = [1] * 100 + [300_000] * 100
+    run = tl.imap(growing, items)
+    assert list(run) == [growing(n) for n in items]
+    assert run.advice is not None
+    assert run.advice.mode == "processes", run.advice
+    assert run.advice.reasons[0].startswith("Switched during the run")

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sized
 from typing import Any, Literal, TypeVar, overload
 
+from ._backends._base import Backend
 from ._errors import SerializationError
 from ._modes import Async, Auto, Mode, ModeLike, Processes, Sequential, Threads, parse_mode
 from ._outcome import Outcome
 from ._pools import get_backend
-from ._scheduler import OnError, Run
+from ._scheduler import OnError, Reconsider, Run
 from ._system import usable_cpus
-from ._workload import AUTO_BUDGET, Advice, Head, decide, decide_coroutine, run_sample
+from ._workload import AUTO_BUDGET, Advice, Head, Sample, decide, decide_coroutine, run_sample
 
 __all__ = ["imap", "map", "starmap"]
 
@@ -189,8 +191,9 @@ def imap(
         )
     advice = None
     head = None
+    sample_of: list[Sample] = []
     if isinstance(parsed, Auto):
-        parsed, advice, head, workers = _choose(fn, source, total, workers, coroutine)
+        parsed, advice, head, workers = _choose(fn, source, total, workers, coroutine, sample_of)
         if total is not None and head:
             total -= len(head)
     if workers is None:
@@ -217,10 +220,12 @@ def imap(
         prefetch=prefetch,
         crash_retries=parsed.crash_retries if isinstance(parsed, Processes) else 0,
         total=total,
-        context=contextvars.copy_context() if isinstance(parsed, Threads | Async) else None,
+        # Auto may switch to threads mid-run, so it keeps the caller's context too.
+        context=contextvars.copy_context() if isinstance(parsed, Threads | Async) or advice else None,
         advice=advice,
         head=head,
         listener=listener,
+        reconsider=_reconsider_for(fn, sample_of[0], advice.mode) if sample_of and advice else None,
     )
     return run
 
@@ -238,21 +243,43 @@ def function_pickles(fn: Callable[..., Any]) -> str | None:
 
 
 def _choose(fn: Callable[..., Any], source: Iterator[Any], total: int | None, workers: int | None,
-            coroutine: bool) -> tuple[Mode, Advice, Head | None, int | None]:
+            coroutine: bool, sample_of: list[Sample]) -> tuple[Mode, Advice, Head | None, int | None]:
     """mode="auto": measure the first items here (results kept) and pick the engine."""
-    from ._pools import live_backends
-
     if coroutine:
         advice = decide_coroutine(workers)
         log.info("taskloom auto mode: %s", advice)
         return Async(), advice, None, workers
     s = run_sample(fn, source, AUTO_BUDGET, total)
+    sample_of.append(s)
     remaining = 0 if s.exhausted else (None if total is None else max(0, total - s.n))
-    warm = any(b.name == "processes" and b.workers >= usable_cpus() for b in live_backends())
-    advice = decide(s, remaining, pool_warm=warm, function_pickles=lambda: function_pickles(fn))
+    advice = decide(s, remaining, pool_warm=_processes_warm(), function_pickles=lambda: function_pickles(fn))
     log.info("taskloom auto mode: %s", advice)
-    modes: dict[str, Callable[[], Mode]] = {"sequential": Sequential, "threads": Threads, "processes": Processes}
-    return modes[advice.mode](), advice, s.head, workers or advice.workers
+    return _AUTO_MODES[advice.mode](), advice, s.head, workers or advice.workers
+
+
+_AUTO_MODES: dict[str, Callable[[], Mode]] = {"sequential": Sequential, "threads": Threads, "processes": Processes}
+
+
+def _processes_warm() -> bool:
+    from ._pools import live_backends
+
+    return any(b.name == "processes" and b.workers >= usable_cpus() for b in live_backends())
+
+
+def _reconsider_for(fn: Callable[..., Any], s: Sample, mode: str) -> Reconsider:
+    """Auto's second look: the same model, fed the per-task time measured on the real run."""
+
+    def reconsider(per_task: float, remaining: int | None) -> tuple[Backend, Advice] | None:
+        later = dataclasses.replace(s, timed=1, wall=per_task, cpu=per_task * s.cpu_ratio, exhausted=False)
+        advice = decide(later, remaining, pool_warm=_processes_warm(), function_pickles=lambda: function_pickles(fn))
+        if advice.mode == mode:
+            return None
+        switched = dataclasses.replace(advice, reasons=(
+            f"Switched during the run: tasks now take {per_task:.3g} s each, not {s.per_task:.3g} s as sampled.",
+            *advice.reasons))
+        return get_backend(_AUTO_MODES[advice.mode](), advice.workers), switched
+
+    return reconsider
 
 
 @overload

@@ -99,6 +99,15 @@ class _Flight:
     batch: Batch
     group: _Group
     positions: list[int] | None  # None: the whole group
+    backend: Backend  # where it runs (auto mode may switch engines once during a run)
+
+
+#: Auto mode looks again once this many tasks have run, if their time differs from the sample's
+#: by more than SWITCH_FACTOR either way.
+RECONSIDER_AFTER = 64
+SWITCH_FACTOR = 4.0
+
+Reconsider = Callable[[float, "int | None"], "tuple[Backend, Any] | None"]
 
 
 class Chunker:
@@ -106,10 +115,15 @@ class Chunker:
 
     def __init__(self, fixed: int | None, total: int | None, workers: int) -> None:
         self.fixed = fixed
-        self.cap = MAX_UNSIZED_BATCH if total is None else max(1, total // max(1, workers * 4))
+        self.cap = MAX_UNSIZED_BATCH
+        self.plan(total, workers)
         self.per_item: float | None = None
         self.largest = 1
         self.last = fixed or 1
+
+    def plan(self, remaining: int | None, workers: int) -> None:
+        """Cap batches so the remaining work still splits into about 4 batches per worker."""
+        self.cap = MAX_UNSIZED_BATCH if remaining is None else max(1, remaining // max(1, workers * 4))
 
     def next_size(self) -> int:
         if self.fixed is not None:
@@ -163,6 +177,7 @@ class Run(Generic[T]):
         advice: Any = None,
         head: list[tuple[Any, Any, ItemError | None, float]] | None = None,
         listener: Listener | None = None,
+        reconsider: Reconsider | None = None,
     ) -> None:
         self.advice = advice
         self.mode = backend.name
@@ -176,6 +191,7 @@ class Run(Generic[T]):
         self._collect = on_error == "collect"
         self._crash_retries = crash_retries
         self._chunker = Chunker(chunksize, total, backend.workers)
+        self._total = None if total is None else total + len(head or ())
         self._window = backend.workers * (prefetch if prefetch is not None else backend.prefetch)
         self._sink: queue.SimpleQueue[Event | _Wake] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -192,6 +208,7 @@ class Run(Generic[T]):
         self._cancelled = False
         self._done = False
         self._listener = listener
+        self._reconsider = reconsider
         # statistics
         self._t0 = time.perf_counter()
         self._completed = 0
@@ -389,7 +406,7 @@ class Run(Generic[T]):
             timed=self._timeout is not None,
             per_item_timing=self._collect,
         )
-        self._flights[batch.id] = _Flight(batch, group, positions)
+        self._flights[batch.id] = _Flight(batch, group, positions, self._backend)
         self._batches += 1
         self._backend.submit(batch)
 
@@ -433,6 +450,8 @@ class Run(Generic[T]):
         group, positions = flight.group, flight.positions
         n = len(event.values)
         self._chunker.observe(n, event.elapsed)
+        if self._reconsider is not None and self._completed + self._failed >= RECONSIDER_AFTER:
+            self._maybe_switch(event.elapsed / max(n, 1))
         self._task_time += event.elapsed
         self._per_worker[event.worker] += n
         timeout = self._timeout
@@ -510,6 +529,25 @@ class Run(Generic[T]):
                 )
                 self._final_failure(group, pos, err2, 0.0)
 
+    def _maybe_switch(self, per_item: float) -> None:
+        """Auto mode: if tasks now take much longer or shorter than sampled, choose again, once."""
+        sampled = self.advice.measurements.get("seconds_per_task", 0.0) if self.advice is not None else 0.0
+        if self._reconsider is None or sampled <= 0 or 1 / SWITCH_FACTOR < per_item / sampled < SWITCH_FACTOR:
+            return
+        reconsider, self._reconsider = self._reconsider, None
+        remaining = None if self._total is None else max(0, self._total - self._next_index)
+        choice = reconsider(per_item, remaining)
+        if choice is None:
+            return
+        backend, advice = choice
+        log.info("taskloom auto mode switches from %s to %s after %d tasks: %s",
+                 self.mode, backend.name, self._completed + self._failed, advice)
+        backend.prepare(self._job)
+        self._backend, self.advice = backend, advice
+        self.mode, self.workers = backend.name, backend.workers
+        self._window = backend.workers * backend.prefetch
+        self._chunker.plan(remaining, backend.workers)
+
     def _check_deadlines(self) -> None:
         now = time.monotonic()
         while self._deadlines and self._deadlines[0][0] <= now:
@@ -517,7 +555,7 @@ class Run(Generic[T]):
             flight = self._flights.pop(batch_id, None)
             if flight is None:
                 continue
-            self._backend.abort(flight.batch)
+            flight.backend.abort(flight.batch)
             group = flight.group
             for pos in flight.positions if flight.positions is not None else range(len(group.items)):
                 self._item_failed(group, pos, self._timeout_error(group, pos), self._timeout or 0.0)
@@ -598,11 +636,13 @@ class Run(Generic[T]):
         )
 
     def _cancel_flights(self) -> None:
-        batches = [f.batch for f in self._flights.values()]
+        by_backend: dict[int, tuple[Backend, list[Batch]]] = {}
+        for f in self._flights.values():
+            by_backend.setdefault(id(f.backend), (f.backend, []))[1].append(f.batch)
         self._flights.clear()
         self._deadlines.clear()
-        if batches:
-            self._backend.cancel(batches)
+        for backend, batches in by_backend.values():
+            backend.cancel(batches)
 
     # -- delivery --------------------------------------------------------------------------------
     def _deliver(self, group: _Group | None = None) -> None:
