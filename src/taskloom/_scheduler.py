@@ -209,6 +209,7 @@ class Run(Generic[T]):
         self._done = False
         self._listener = listener
         self._reconsider = reconsider
+        self._deviations = 0  # batches in a row whose task time differs from the sample's
         # statistics
         self._t0 = time.perf_counter()
         self._completed = 0
@@ -530,9 +531,17 @@ class Run(Generic[T]):
                 self._final_failure(group, pos, err2, 0.0)
 
     def _maybe_switch(self, per_item: float) -> None:
-        """Auto mode: if tasks now take much longer or shorter than sampled, choose again, once."""
+        """Auto mode: if tasks now take much longer or shorter than sampled, choose again, once.
+
+        It takes two batches in a row that differ: the first one where the change shows is
+        usually a mix of old and new tasks, and its average would understate the change.
+        """
         sampled = self.advice.measurements.get("seconds_per_task", 0.0) if self.advice is not None else 0.0
         if self._reconsider is None or sampled <= 0 or 1 / SWITCH_FACTOR < per_item / sampled < SWITCH_FACTOR:
+            self._deviations = 0
+            return
+        self._deviations += 1
+        if self._deviations < 2:
             return
         reconsider, self._reconsider = self._reconsider, None
         remaining = None if self._total is None else max(0, self._total - self._next_index)
