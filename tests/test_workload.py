@@ -132,7 +132,11 @@ def test_advise_pure_python_loop_is_processes() -> None:
 def test_advise_gil_releasing_hash_is_threads() -> None:
     # Parallelism is measured on a shared machine: a busy neighbour can hide it once, so a few
     # readings are taken; the function must be recognised as GIL-releasing in one of them.
-    modes = {tl.advise(sha, [b"x" * 8_000_000] * 12, budget=1.0, total=500).mode for _ in range(3)}
+    modes = set()
+    for _ in range(5):
+        modes.add(tl.advise(sha, [b"x" * 8_000_000] * 12, budget=1.0, total=500).mode)
+        if "threads" in modes:
+            break
     assert "threads" in modes
 
 

@@ -147,7 +147,7 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
     """
     s = Sample()
     limit = SAMPLE_MAX if total is None else min(SAMPLE_MAX, max(1, total // (4 * usable_cpus())))
-    while s.n < limit and s.wall < budget * 0.5:
+    while s.timed < limit and s.wall < budget * 0.5:
         try:
             item = next(source)
         except StopIteration:
@@ -166,6 +166,8 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
     for _ in range(4):
         spent = s.wall + time.perf_counter() - probes_started
         if not (s.timed and s.cpu_ratio >= CPU_BOUND_RATIO and spent + 2 * s.per_task < budget) or s.exhausted:
+            break
+        if s.n + 2 > 2 * limit:  # a short job keeps most of its tasks for the parallel run
             break
         if (s.thread_speedup or 0) > 1.8 or not _measure_threads(fn, source, s):
             break
@@ -306,9 +308,11 @@ def decide(
                        f"{MIN_GAIN}x worth the extra machinery.")
         best = "sequential"
     if best == "sequential":
-        reasons.append(f"The remaining ~{n} tasks add up to about {_fmt(n * t)} of work: starting or feeding "
-                       "a pool would cost about as much as it saves." if speedups.get("processes", 0) < MIN_GAIN
-                       and speedups["threads"] < MIN_GAIN else "Sequential is as fast as any engine here.")
+        if n == 0:
+            reasons.append("The sample ran every task: nothing is left to run in parallel.")
+        elif len(reasons) == 1:
+            reasons.append(f"The remaining ~{n} tasks add up to about {_fmt(n * t)} of work: starting or "
+                           "feeding a pool would cost about as much as it saves.")
         return Advice("sequential", 1, "auto", tuple(reasons), speedups, measured)
     if best == "threads":
         if io_bound:

@@ -36,12 +36,20 @@ def _memory_bytes() -> int | None:
         return None
 
 
+def _load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):  # pragma: no cover - Windows
+        return None
+
+
 def machine_info() -> dict[str, Any]:
     """Describe this machine and interpreter as taskloom sees them (JSON-ready).
 
     Returns:
         A dict: taskloom and Python versions, platform, CPUs (usable and ``os.cpu_count()``),
-        memory, start methods and taskloom's default, the GIL, and default workers per mode.
+        memory, start methods and taskloom's default, the GIL, default workers per mode, and the
+        load average (1, 5, 15 minutes) at the time of the call.
     """
     from .. import __version__
 
@@ -59,6 +67,8 @@ def machine_info() -> dict[str, Any]:
         "default_start_method": Processes().resolved_start_method,
         "gil_enabled": gil_enabled(),
         "free_threading_build": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
+        # Not the machine's but the moment's: other work running during a benchmark skews it.
+        "load_average": _load_average(),
         "default_workers": {
             "sequential": Sequential().default_workers(),
             "threads": Threads().default_workers(),
@@ -72,6 +82,7 @@ def describe(info: dict[str, Any]) -> list[tuple[str, str]]:
     """``machine_info()`` as labelled lines of text, in display order (for tables and the report)."""
     workers = info["default_workers"]
     memory = info.get("memory_bytes")
+    load = info.get("load_average")
     return [
         ("taskloom version", str(info["taskloom_version"])),
         ("Python", f"{info['python_version']} ({info['python_implementation']})"),
@@ -85,4 +96,5 @@ def describe(info: dict[str, Any]) -> list[tuple[str, str]]:
         ("GIL enabled", "yes" if info["gil_enabled"] else "no"),
         ("Free-threading build", "yes" if info["free_threading_build"] else "no"),
         ("Default workers", ", ".join(f"{mode} {count}" for mode, count in workers.items())),
+        ("Load average", "unknown" if not load else ", ".join(f"{x:.2f}" for x in load) + " (1, 5, 15 min)"),
     ]

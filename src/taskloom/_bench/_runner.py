@@ -24,7 +24,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .._api import imap
 from .._modes import MODE_NAMES
+from .._scheduler import Run
 from .._system import usable_cpus
 from ._machine import machine_info
 from ._workloads import Workload
@@ -232,11 +234,10 @@ def _modes_for(workload: Workload, modes: Sequence[str]) -> tuple[list[str], dic
 
 
 def _call(fn: Callable[[Any], Any], items: list[Any], mode: str, workers: int | None) -> tuple[
-        list[Any], float, Any]:
-    import taskloom
-
+        list[Any], float, Run[Any]]:
+    # taskloom.map(...) is list(imap(...)); imap also says which engine ran and, for auto, why.
     t0 = time.perf_counter()
-    with taskloom.imap(fn, items, mode=mode, workers=None if mode == "sequential" else workers) as run:
+    with imap(fn, items, mode=mode, workers=None if mode == "sequential" else workers) as run:
         results = run.to_list()
     return results, time.perf_counter() - t0, run
 
@@ -370,6 +371,7 @@ def run_suite(
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be >= 1 or None, got {workers!r}")
     cpus = usable_cpus()
+    machine = machine_info()  # before the run: its load average is the outside load
     plan = [(w, *_modes_for(w, modes)) for w in workloads]
     if listener is not None:
         listener.start(sum(len(run) for _, run, _ in plan) * (1 + repeat))
@@ -389,4 +391,4 @@ def run_suite(
         "workers": workers,
         "small": small,
     }
-    return SuiteResult(machine_info(), settings, out, started, time.perf_counter() - t0)
+    return SuiteResult(machine, settings, out, started, time.perf_counter() - t0)

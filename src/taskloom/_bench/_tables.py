@@ -80,11 +80,17 @@ def timing_note(suite: SuiteResult) -> str:
     """What the times are: warm pools, repeats, sizes."""
     s = suite.settings
     size = "small inputs (--quick / TASKLOOM_SMALL=1)" if s["small"] else "normal inputs"
-    return (
+    text = (
         f"Warm-pool times: each mode ran once untimed first (starting its pool), then {s['repeat']} "
         f"timed run{'s' if s['repeat'] != 1 else ''} taken in turn across the modes; median (min-max) of "
         f"those. {size}."
     )
+    load = suite.machine.get("load_average")
+    cpus = suite.machine["usable_cpus"]
+    if load and load[0] >= 0.5 * cpus:
+        text += (f" Note: the load average was {load[0]:.2f} on {cpus} CPUs when the run began: other work "
+                 "was running, so the times are noisier than usual.")
+    return text
 
 
 def plain_table(headers: Sequence[str], body: Sequence[Sequence[str]],

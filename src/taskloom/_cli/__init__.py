@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             return run_info(as_json=args.json)
         from ._bench import run_bench
 
-        return run_bench(args, parser)
+        return run_bench(args)
     except KeyboardInterrupt:
         print("taskloom: interrupted", file=sys.stderr)
         return 130

@@ -131,7 +131,7 @@ def print_rich(suite: SuiteResult, out: TextIO) -> None:
         console.print(f"  {w.verdict}", highlight=False)
 
 
-def _check_output(path: Path | None, flag: str, parser: argparse.ArgumentParser) -> str | None:
+def _check_output(path: Path | None, flag: str) -> str | None:
     if path is None:
         return None
     parent = path.expanduser().resolve().parent
@@ -142,17 +142,16 @@ def _check_output(path: Path | None, flag: str, parser: argparse.ArgumentParser)
     return None
 
 
-def run_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def run_bench(args: argparse.Namespace) -> int:
     """Run ``taskloom bench`` with parsed arguments.
 
     Args:
         args: the parsed arguments (see ``build_parser``).
-        parser: the parser, for usage errors found after parsing.
 
     Returns:
         0 when every answer was right and every file was written, 1 otherwise, 2 on a usage error.
     """
-    for problem in (_check_output(args.json, "--json", parser), _check_output(args.report, "--report", parser)):
+    for problem in (_check_output(args.json, "--json"), _check_output(args.report, "--report")):
         if problem is not None:
             print(f"taskloom bench: error: {problem}", file=sys.stderr)
             return 2

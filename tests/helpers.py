@@ -1,0 +1,226 @@
+"""Task functions and small tools shared by the engine tests.
+
+Everything that runs in a worker process lives at module level here, so that worker processes can
+import it by reference (``tests.helpers.square``). Keep this module light: no pytest or hypothesis
+imports at module level, because every worker process that runs one of these tasks imports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import os
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+MODES = ("sequential", "threads", "processes", "async")
+
+#: A context variable the thread/async context tests set in the caller and read in a task.
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("REQUEST_ID", default="unset")
+
+
+# -- plain tasks -----------------------------------------------------------------------------------
+def square(x: int) -> int:
+    return x * x
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+def getpid(_: object = None) -> int:
+    return os.getpid()
+
+
+def slow_getpid(_: object = None) -> int:
+    """A pid, after a short pause so that every worker of a small pool gets some of the work."""
+    time.sleep(0.002)
+    return os.getpid()
+
+
+def pid_and_square(x: int) -> tuple[int, int]:
+    time.sleep(0.001)
+    return os.getpid(), x * x
+
+
+def type_name(x: object) -> str:
+    return type(x).__name__
+
+
+def lock_on_two(x: int) -> object:
+    """A result that cannot be pickled for item 2."""
+    return threading.Lock() if x == 2 else x
+
+
+def fail_on_multiples_of_three(x: int) -> int:
+    """x * 10, except that a multiple of 3 raises ValueError."""
+    if x % 3 == 0:
+        raise ValueError(f"{x} is a multiple of three")
+    return x * 10
+
+
+def fail_on_seven(x: int) -> int:
+    if x == 7:
+        raise ValueError("seven is right out")
+    return x
+
+
+def raise_value_error(message: str) -> None:
+    raise ValueError(message)
+
+
+def sleep_then_return(seconds: float, value: Any = None) -> Any:
+    time.sleep(seconds)
+    return value
+
+
+def sleep_from_five(x: int) -> int:
+    """Items 0-4 return at once; from item 5 on the task sleeps 30 s (so it must be cancelled)."""
+    if x >= 5:
+        time.sleep(30)
+    return x
+
+
+def read_request_id(_: object = None) -> str:
+    return REQUEST_ID.get()
+
+
+async def aread_request_id(_: object = None) -> str:
+    await asyncio.sleep(0)
+    return REQUEST_ID.get()
+
+
+async def asquare(x: int) -> int:
+    await asyncio.sleep(0)
+    return x * x
+
+
+class FlakyTask:
+    """Fails its first ``failures`` attempts on each item, then returns ``item * 2``.
+
+    Attempts are counted with one file per attempt in ``directory``, so the count is shared by
+    threads and by worker processes (which do not share memory). Picklable by reference.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], failures: int,
+                 exc_type: type[Exception] = ValueError) -> None:
+        self.directory = str(directory)
+        self.failures = failures
+        self.exc_type = exc_type
+
+    def attempts(self, item: object) -> int:
+        prefix = f"{item}."
+        return sum(1 for name in os.listdir(self.directory) if name.startswith(prefix))
+
+    def __call__(self, item: int) -> int:
+        Path(self.directory, f"{item}.{uuid.uuid4().hex}").touch()
+        attempt = self.attempts(item)
+        if attempt <= self.failures:
+            raise self.exc_type(f"attempt {attempt} on {item} fails on purpose")
+        return item * 2
+
+
+class SevenFailsLate(FlakyTask):
+    """Returns the item, but item 7 always fails: after 0.05 s on its first attempt (long enough for
+    the items after it to be queued), after 0.2 s on its retry, which is queued behind them. So the
+    items after 7 have finished before 7 fails for good.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        super().__init__(directory, failures=0)
+
+    def __call__(self, item: int) -> int:
+        if item != 7:
+            return item
+        Path(self.directory, f"{item}.{uuid.uuid4().hex}").touch()
+        time.sleep(0.2 if self.attempts(item) > 1 else 0.05)
+        raise ValueError("seven is right out")
+
+
+# -- async adapter -------------------------------------------------------------------------------
+def task_for(mode: str, sync_fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``sync_fn`` itself, or for mode "async" a coroutine function that calls it.
+
+    Nothing is pickled in async mode, so a closure is fine there. The coroutine yields to the loop
+    once, so tasks really interleave.
+    """
+    if mode != "async":
+        return sync_fn
+
+    async def run_async(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0)
+        return sync_fn(*args, **kwargs)
+
+    name = getattr(sync_fn, "__name__", type(sync_fn).__name__)
+    run_async.__name__ = run_async.__qualname__ = f"async_{name}"
+    return run_async
+
+
+def expected(fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
+    return [fn(x) for x in items]
+
+
+# -- input that counts how far it was read ---------------------------------------------------------
+class Tally:
+    """How many items a ``counting`` generator handed out (read from the consumer's thread)."""
+
+    def __init__(self) -> None:
+        self.pulled = 0
+
+
+def counting(iterable: Iterable[Any]) -> tuple[Iterator[Any], Tally]:
+    """A generator over ``iterable`` and the tally of how many items were pulled from it."""
+    tally = Tally()
+
+    def gen() -> Iterator[Any]:
+        for item in iterable:
+            tally.pulled += 1
+            yield item
+
+    return gen(), tally
+
+
+# -- waiting in tests ------------------------------------------------------------------------------
+def all_stacks() -> str:
+    """Every thread's stack, as faulthandler prints them (for deadlock reports)."""
+    import faulthandler
+
+    with tempfile.TemporaryFile("w+") as f:
+        faulthandler.dump_traceback(f, all_threads=True)
+        f.seek(0)
+        return f.read()
+
+
+def deadlock(what: str) -> None:
+    """Fail the running test: ``what`` did not happen in time; include every thread's stack."""
+    import pytest
+
+    pytest.fail(f"deadlock: {what}\n{all_stacks()}")
+
+
+def wait_for(event: threading.Event, what: str, timeout: float = 10.0) -> None:
+    if not event.wait(timeout):
+        deadlock(f"{what} (waited {timeout} s)")
+
+
+def join(thread: threading.Thread, what: str, timeout: float = 30.0) -> None:
+    thread.join(timeout)
+    if thread.is_alive():
+        deadlock(f"{what} (thread {thread.name} still running after {timeout} s)")
+
+
+def poll_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    """True as soon as ``predicate()`` is; False if it is still false after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
