@@ -191,3 +191,67 @@ def test_console_script_version() -> None:
     proc = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"taskloom {taskloom.__version__}"
+
+
+# -- advise -------------------------------------------------------------------------------------------
+def test_advise_reads_plain_lines_and_explains(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sample = tmp_path / "sample.txt"
+    sample.write_text("\n".join(["1"] * 50) + "\n")
+    assert main(["advise", "tests.cli_tasks:spin", str(sample)]) == 0
+    out = capsys.readouterr().out
+    assert "mode:" in out
+    assert "sequential" in out
+    assert "why:" in out
+    assert "Measured" in out
+
+
+def test_advise_json_from_jsonl(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sample = tmp_path / "sample.jsonl"
+    sample.write_text("\n".join(json.dumps({"id": i}) for i in range(8)) + "\n")
+    assert main(["advise", "tests.cli_tasks:wait", str(sample), "--json", "--budget", "0.2"]) == 0
+    advice = json.loads(capsys.readouterr().out)
+    assert advice["mode"] == "threads"
+    assert advice["workers"] > 6
+    assert advice["reasons"]
+    assert "measurements" in advice
+
+
+def test_advise_csv_rows_are_dicts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sample = tmp_path / "sample.csv"
+    sample.write_text("a,b\n1,2\n3,4\n")
+    assert main(["advise", "tests.cli_tasks:wait", str(sample), "--json", "--limit", "2"]) == 0
+    assert json.loads(capsys.readouterr().out)["measurements"]["item_bytes"] > 0
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("tests.cli_tasks:missing", "has no attribute 'missing'"),
+        ("tests.no_such_module:f", "cannot import module"),
+        ("tests.cli_tasks:NOT_CALLABLE", "is not callable"),
+        ("no_colon", "expected package.module:function"),
+    ],
+)
+def test_advise_bad_function_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], spec: str, message: str
+) -> None:
+    sample = tmp_path / "s.txt"
+    sample.write_text("1\n")
+    assert main(["advise", spec, str(sample)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_advise_bad_json_names_the_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sample = tmp_path / "s.jsonl"
+    sample.write_text('{"ok": 1}\n{broken\n')
+    assert main(["advise", "tests.cli_tasks:wait", str(sample)]) == 2
+    assert "line 2" in capsys.readouterr().err
+
+
+def test_advise_missing_or_empty_sample(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["advise", "tests.cli_tasks:wait", str(tmp_path / "nope.txt")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    assert main(["advise", "tests.cli_tasks:wait", str(empty)]) == 2
+    assert "holds no records" in capsys.readouterr().err

@@ -14,10 +14,9 @@ from taskloom._workload import ASSUMED_TASKS, MAX_IO_THREADS, Sample, decide, io
 
 def synthetic(per_task: float, cpu_ratio: float, *, n: int = 4, thread_speedup: float | None = 1.0,
               item_bytes: float = 30, parent_pickle: float = 1e-6) -> Sample:
-    s = Sample(head=[(i, i, None, per_task) for i in range(n)], timed=n, wall=per_task * n,
+    return Sample(head=[(i, i, None, per_task) for i in range(n)], timed=n, wall=per_task * n,
                cpu=per_task * n * cpu_ratio, thread_speedup=thread_speedup, item_bytes=item_bytes,
                result_bytes=item_bytes, parent_pickle=parent_pickle, worker_pickle=parent_pickle)
-    return s
 
 
 def test_tiny_tasks_stay_sequential() -> None:
@@ -166,7 +165,8 @@ def test_auto_keeps_the_sampled_results() -> None:
     run = tl.imap(counted, range(500))
     assert list(run) == [x * 2 for x in range(500)]
     assert sorted(calls) == list(range(500))  # every item ran exactly once, samples included
-    assert run.advice is not None and run.advice.mode == "sequential"
+    assert run.advice is not None
+    assert run.advice.mode == "sequential"
 
 
 def test_auto_advice_is_logged(caplog: pytest.LogCaptureFixture) -> None:
@@ -193,16 +193,16 @@ def test_nested_map_in_a_worker_does_not_start_processes() -> None:
 
 
 def blas_threads(_: int) -> int:
-    from threadpoolctl import threadpool_info
-
     import numpy  # noqa: F401 - loads the BLAS whose pool we inspect
+    from threadpoolctl import threadpool_info
 
     return max((p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"), default=0)
 
 
 def test_blas_threads_capped_in_workers() -> None:
     counts = tl.map(blas_threads, [0, 1], mode="processes", workers=2)
-    assert counts and max(counts) <= max(1, len(os.sched_getaffinity(0)) // 2)
+    assert counts
+    assert max(counts) <= max(1, len(os.sched_getaffinity(0)) // 2)
 
 
 def growing(n: int) -> int:

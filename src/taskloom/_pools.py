@@ -15,7 +15,7 @@ import os
 import threading
 from collections.abc import Hashable
 
-from ._backends._base import Backend
+from ._backends._base import Backend, nesting_depth
 from ._modes import Async, Mode, Processes, Sequential, Threads
 
 _lock = threading.Lock()
@@ -23,13 +23,13 @@ _pools: dict[Hashable, Backend] = {}
 _keep: list[object] = []  # configs whose id() is part of a key stay alive with their pool
 
 
-def _key(mode: Mode, workers: int) -> Hashable:
-    key: Hashable = (type(mode).__name__, mode, workers)
+def _key(mode: Mode, workers: int, depth: int) -> Hashable:
+    key: Hashable = (type(mode).__name__, mode, workers, depth)
     try:
         hash(key)
     except TypeError:  # e.g. Processes(initargs=([...],)): unhashable, keyed by identity
         _keep.append(mode)
-        key = (type(mode).__name__, id(mode), workers)
+        key = (type(mode).__name__, id(mode), workers, depth)
     return key
 
 
@@ -39,20 +39,23 @@ def get_backend(mode: Mode, workers: int) -> Backend:
         from ._backends._sequential import SequentialBackend
 
         return SequentialBackend()
-    key = _key(mode, workers)
+    # A map called from a pool thread (or the loop thread) gets a pool one level deeper: queueing
+    # behind the very tasks that wait for it would deadlock. Processes are separate anyway.
+    depth = 0 if isinstance(mode, Processes) else nesting_depth()
+    key = _key(mode, workers, depth)
     with _lock:
         backend = _pools.get(key)
         if backend is None:
-            backend = _create(mode, workers)
+            backend = _create(mode, workers, depth)
             _pools[key] = backend
         return backend
 
 
-def _create(mode: Mode, workers: int) -> Backend:
+def _create(mode: Mode, workers: int, depth: int) -> Backend:
     if isinstance(mode, Threads):
         from ._backends._threads import ThreadBackend
 
-        return ThreadBackend(workers, mode.idle_timeout)
+        return ThreadBackend(workers, mode.idle_timeout, depth)
     if isinstance(mode, Processes):
         from ._backends._processes import ProcessBackend
 
@@ -60,7 +63,7 @@ def _create(mode: Mode, workers: int) -> Backend:
     if isinstance(mode, Async):
         from ._backends._asyncio import AsyncBackend
 
-        return AsyncBackend(workers)
+        return AsyncBackend(workers, depth=depth)
     raise ValueError(f"no backend for mode {mode!r}")  # pragma: no cover - parse_mode guards
 
 

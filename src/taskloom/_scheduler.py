@@ -147,9 +147,11 @@ class Run(Generic[T]):
     """A running map: an iterator over results that also reports and controls the run.
 
     Iterating yields values in input order (``ordered=True``) or as they finish; with
-    ``on_error="collect"`` it yields an ``Outcome`` per item instead. Leaving a ``for`` loop
-    early, calling ``cancel()``, or an exception in the consumer stops the work and frees the
-    workers. Use it as a context manager to make that explicit.
+    ``on_error="collect"`` it yields an ``Outcome`` per item instead. The run stops its work and
+    frees the workers when it is cancelled: by leaving a ``for`` loop over it early (``break``, an
+    exception in the loop body, ``islice`` taking what it needs), by ``cancel()`` from any thread,
+    by leaving a ``with`` block, by Ctrl-C while it waits, or when it is dropped. A cancelled run
+    yields nothing more. To take a few results and go on later, call ``next(run)``.
 
     Attributes:
         advice: why ``mode="auto"`` chose this engine (None for an explicit mode).
@@ -207,6 +209,7 @@ class Run(Generic[T]):
         self._failure: BaseException | None = None
         self._cancelled = False
         self._done = False
+        self._halted = False  # a failure was recorded: nothing more is handed out
         self._listener = listener
         self._reconsider = reconsider
         self._deviations = 0  # batches in a row whose task time differs from the sample's
@@ -255,6 +258,8 @@ class Run(Generic[T]):
                 return
             self._cancelled = True
             self._done = True
+            self._ready.clear()  # a cancelled run yields nothing more, not even finished results
+            self._current = iter(())
             self._cancel_flights()
         self._sink.put(_Wake())
         self._close_listener()
@@ -286,22 +291,21 @@ class Run(Generic[T]):
 
     # -- consumption ---------------------------------------------------------------------------
     def _iterate(self) -> Iterator[T]:
-        """The generator behind ``for``: closing it early (break) cancels the run."""
-        finished = False
+        """What ``for`` (and ``islice``) loop over: leaving that loop early cancels the run.
+
+        CPython closes this generator when the loop is left by ``break``, by an exception in the
+        loop body, or when ``islice`` is done with it; the ``finally`` then cancels the run. Plain
+        ``next(run)`` calls do not go through here, so they can take a few results and resume.
+        """
         try:
             while True:
                 try:
-                    yield next(self._current)
-                    continue
+                    value = self.__next__()
                 except StopIteration:
-                    pass
-                block = self._next_block()
-                if block is None:
-                    finished = True
                     return
-                self._current = iter(block)
+                yield value
         finally:
-            if not finished:
+            if not self._done:
                 self.cancel()
 
     def to_list(self) -> list[T]:
@@ -597,12 +601,20 @@ class Run(Generic[T]):
         self._failed += 1
         if not self._collect and self._failure is None:
             self._failure = task_error
+            self._halt_at(group, pos)
             self._cancel_flights()
 
     def _task_error(self, group: _Group, pos: int, error: ItemError) -> TaskError:
         exc = error.exception
         index = group.start + pos
         attempts = group.attempts.get(pos, 1)
+        if isinstance(exc, TaskError):
+            # Raised by taskloom itself where the task ran (a result that could not be pickled):
+            # it is the error, with this run's coordinates filled in.
+            exc.args = (f"task {index} ({self._job.name}) on item {short_repr(group.items[pos])}: {exc}",)
+            exc.index, exc.item_repr = index, short_repr(group.items[pos])
+            exc.attempts, exc.stage = attempts, self._job.name
+            return exc
         tries = f" after {attempts} attempts" if attempts > 1 else ""
         remote_tb = error.traceback if error.remote else None
         if remote_tb:
@@ -654,8 +666,21 @@ class Run(Generic[T]):
             backend.cancel(batches)
 
     # -- delivery --------------------------------------------------------------------------------
+    def _halt_at(self, group: _Group, pos: int) -> None:
+        """on_error="raise": hand out what comes before the failed item (ordered), then nothing."""
+        if self._ordered:
+            while self._groups and self._groups[0] is not group and self._groups[0].remaining == 0:
+                self._emit(self._groups.popleft())
+            if self._groups and self._groups[0] is group and group.remaining == 0:
+                first_error = min(group.errors)
+                if first_error:
+                    self._ready.append(group.values[:first_error])
+        self._halted = True
+
     def _deliver(self, group: _Group | None = None) -> None:
         """Hand out finished groups: in input order when ordered, else ``group`` once it is done."""
+        if self._halted:
+            return
         if self._ordered:
             while self._groups and self._groups[0].remaining == 0:
                 self._emit(self._groups.popleft())

@@ -67,6 +67,24 @@ def wait_marks(directory: str | os.PathLike[str], tag: str, count: int = 1,
     return tasks.marks(str(directory), tag)
 
 
+# -- threads that die ---------------------------------------------------------------------------------------
+#: "thread name: exception" for every thread that died of an exception while ``record_thread_deaths``
+#: was active; a deadlock report includes them (a dead engine thread is the usual cause).
+THREAD_DEATHS: list[str] = []
+
+
+def record_thread_deaths(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record threads that die of an exception (instead of pytest's warning at teardown)."""
+    THREAD_DEATHS.clear()
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        THREAD_DEATHS.append(f"{args.thread.name if args.thread else '?'}: "
+                             f"{args.exc_type.__name__}: {args.exc_value}")
+
+    monkeypatch.setattr(threading, "excepthook", hook)
+    return THREAD_DEATHS
+
+
 # -- runs ------------------------------------------------------------------------------------------------
 class Consumer:
     """Iterates a run in a helper thread, so the test can inject a fault while the run goes on.
@@ -98,8 +116,9 @@ class Consumer:
             self.run.cancel()
             self.thread.join(5)
             freed = "freed" if not self.thread.is_alive() else "did NOT free"
+            deaths = f"; threads that died: {THREAD_DEATHS}" if THREAD_DEATHS else ""
             pytest.fail(f"deadlock: the run did not end within {timeout:g} s ({len(self.results)} results "
-                        f"so far; run.cancel() {freed} the consumer)\n{stacks}")
+                        f"so far; run.cancel() {freed} the consumer{deaths})\n{stacks}")
         return self.results, self.error
 
     def finish_ok(self, timeout: float = 60.0) -> list[Any]:

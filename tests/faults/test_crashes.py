@@ -27,6 +27,7 @@ from tests.faults.support import (
     consume,
     consume_ok,
     process_backend,
+    record_thread_deaths,
     wait_marks,
 )
 
@@ -221,14 +222,18 @@ RAISERS = {
 
 @pytest.mark.parametrize("raiser", list(RAISERS), ids=list(RAISERS))
 @pytest.mark.parametrize("engine", ["processes", "threads", "async"])
-def test_system_exit_and_keyboard_interrupt_in_a_task_are_its_error(engine: str, raiser: str) -> None:
+def test_system_exit_and_keyboard_interrupt_in_a_task_are_its_error(
+    engine: str, raiser: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     call, exc_type = RAISERS[raiser]
+    deaths = record_thread_deaths(monkeypatch)  # an engine thread killed by it fails this test clearly
     fn: Any = tasks.adispatch if engine == "async" else tasks.dispatch
     mode: Any = tl.Processes() if engine == "processes" else engine
     before = warm_pool(mode) if engine == "processes" else set()
     items: list[Any] = [*HEALTHY[:3], call, *HEALTHY[3:]]
-    outcomes, error = consume(tl.imap(fn, items, mode=mode, workers=2, on_error="collect"), timeout=15)
+    outcomes, error = consume(tl.imap(fn, items, mode=mode, workers=2, on_error="collect"), timeout=10)
     assert error is None, f"{type(error).__name__} escaped the run: {error!r}"
+    assert not deaths, f"engine thread(s) died: {deaths}"
     assert_one_outcome_per_item(outcomes, len(items))
     bad = outcomes[3].error
     assert type(bad) is tl.TaskError, repr(bad)
@@ -246,6 +251,7 @@ def test_system_exit_and_keyboard_interrupt_in_a_task_are_its_error(engine: str,
     _, error = consume(tl.imap(fn, [1, call], mode=mode, workers=2), timeout=15)
     assert type(error) is tl.TaskError, repr(error)
     assert isinstance(error.__cause__, exc_type), repr(error.__cause__)
+    assert not deaths, f"engine thread(s) died: {deaths}"
 
 
 # -- chaos ---------------------------------------------------------------------------------------------------

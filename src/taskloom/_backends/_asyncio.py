@@ -16,15 +16,17 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from ._base import Backend, Batch, Done, ItemError, Started
+from ._base import Backend, Batch, Done, ItemError, Started, enter_depth
 
 
 class AsyncBackend(Backend):
     name = "async"
     prefetch = 1  # every batch in flight is running: the window *is* the concurrency cap
 
-    def __init__(self, workers: int, loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None) -> None:
+    def __init__(self, workers: int, loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+                 depth: int = 0) -> None:
         self.workers = workers
+        self._depth = depth
         self._loop_factory = loop_factory or asyncio.new_event_loop
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -38,6 +40,7 @@ class AsyncBackend(Backend):
                 loop = self._loop_factory()
 
                 def run() -> None:
+                    enter_depth(self._depth)
                     asyncio.set_event_loop(loop)
                     ready.set()
                     try:

@@ -24,6 +24,7 @@ import abc
 import contextvars
 import itertools
 import queue
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -31,6 +32,22 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 _batch_ids = itertools.count(1)
+_local = threading.local()
+
+
+def nesting_depth() -> int:
+    """0 in user threads; n + 1 inside a thread of a depth-n taskloom pool or event loop.
+
+    A map called from inside a pool thread must not queue behind the tasks that occupy that very
+    pool (they wait for it: a deadlock), so pools are keyed by depth (see ``_pools``).
+    """
+    depth: int = getattr(_local, "depth", 0)
+    return depth
+
+
+def enter_depth(depth: int) -> None:
+    """Mark the current (pool) thread as running tasks of a depth-``depth`` pool."""
+    _local.depth = depth + 1
 
 
 @dataclass(eq=False)

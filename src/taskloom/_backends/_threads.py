@@ -13,7 +13,7 @@ import queue
 import threading
 from itertools import count
 
-from ._base import Backend, Batch, Done, Started, run_items
+from ._base import Backend, Batch, Done, Started, enter_depth, run_items
 
 _names = count(1)
 
@@ -22,8 +22,9 @@ class ThreadBackend(Backend):
     name = "threads"
     prefetch = 2
 
-    def __init__(self, workers: int, idle_timeout: float = 60.0) -> None:
+    def __init__(self, workers: int, idle_timeout: float = 60.0, depth: int = 0) -> None:
         self.workers = workers
+        self._depth = depth
         self._idle_timeout = idle_timeout
         self._queue: queue.SimpleQueue[Batch | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -73,6 +74,7 @@ class ThreadBackend(Backend):
     def _work(self) -> None:
         me = threading.current_thread()
         name = me.name
+        enter_depth(self._depth)
         try:
             while True:
                 try:

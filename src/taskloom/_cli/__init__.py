@@ -1,4 +1,4 @@
-"""The ``taskloom`` command: ``taskloom info`` and ``taskloom bench``.
+"""The ``taskloom`` command: ``taskloom info``, ``taskloom bench`` and ``taskloom advise``.
 
 ``main(argv)`` parses the arguments, runs one subcommand and returns the exit code; it never calls
 ``sys.exit`` itself (argparse's own exits, for ``--help``, ``--version`` and usage errors, are turned
@@ -22,6 +22,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
     return value
 
 
@@ -99,6 +109,24 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--report", type=Path, default=None, metavar="PATH",
                        help="write a self-contained HTML report")
     bench.set_defaults(handler="bench")
+
+    advise = commands.add_parser(
+        "advise", help="measure a function on sample records and say which engine suits it",
+        description="Run package.module:function on records from SAMPLE (JSON lines, CSV or plain lines, "
+                    "chosen by extension or --format; '-' for stdin) and print taskloom's advice with its reasons.",
+    )
+    advise.add_argument("function", metavar="package.module:function")
+    advise.add_argument("sample", metavar="SAMPLE")
+    advise.add_argument("--format", choices=("jsonl", "csv", "lines"), default=None,
+                        help="input format (default: by extension; plain lines otherwise)")
+    advise.add_argument("--limit", type=_positive_int, default=200, metavar="N",
+                        help="records to read from SAMPLE at most (default 200)")
+    advise.add_argument("--budget", type=_positive_float, default=1.0, metavar="SECONDS",
+                        help="seconds of sample tasks to run at most (default 1)")
+    advise.add_argument("--total", type=_positive_int, default=None, metavar="N",
+                        help="how many tasks the real job has (default: assume 10,000)")
+    advise.add_argument("--json", action="store_true", help="print the advice as JSON")
+    advise.set_defaults(handler="advise")
     return parser
 
 
@@ -128,6 +156,16 @@ def main(argv: list[str] | None = None) -> int:
             from ._info import run_info
 
             return run_info(as_json=args.json)
+        if args.handler == "advise":
+            from ._advise import run_advise
+            from ._inputs import InputError
+
+            try:
+                return run_advise(args.function, args.sample, fmt=args.format, limit=args.limit,
+                                  budget=args.budget, total=args.total, as_json=args.json)
+            except InputError as exc:
+                print(f"taskloom advise: {exc}", file=sys.stderr)
+                return 2
         from ._bench import run_bench
 
         return run_bench(args)
