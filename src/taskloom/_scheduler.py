@@ -373,6 +373,7 @@ class Run(Generic[T]):
     def _fill(self) -> None:
         while self._source is not None and self._open < self._window and not self._done:
             size = self._chunker.next_size()
+            items: list[Any] = []
             try:
                 if isinstance(self._source, PushSource):
                     taken = self._source.take(size)
@@ -383,24 +384,31 @@ class Run(Generic[T]):
                         return  # nothing submitted yet: wait for events (submit wakes us)
                     items = taken
                 else:
-                    items = list(itertools.islice(self._source, size))
+                    # extend() keeps what it appended before the input raised: those items were
+                    # taken from the input, so they run (on_error="collect") and are not lost.
+                    items.extend(itertools.islice(self._source, size))
             except Exception as exc:
                 # The input raised: no more input is pulled; what is in flight ends per on_error.
                 self._source = None
                 if self._collect:
                     self._input_error = exc
+                    if items:
+                        self._start_group(items)
                 else:
                     self._failure = exc
                 return
             if not items:
                 self._source = None
                 return
-            group = _Group(self._next_index, items, [None] * len(items), len(items))
-            self._next_index += len(items)
-            self._open += 1
-            if self._ordered:
-                self._groups.append(group)
-            self._submit(group, None)
+            self._start_group(items)
+
+    def _start_group(self, items: list[Any]) -> None:
+        group = _Group(self._next_index, items, [None] * len(items), len(items))
+        self._next_index += len(items)
+        self._open += 1
+        if self._ordered:
+            self._groups.append(group)
+        self._submit(group, None)
 
     def _submit(self, group: _Group, positions: list[int] | None) -> None:
         items = group.items if positions is None else [group.items[p] for p in positions]
@@ -466,6 +474,12 @@ class Run(Generic[T]):
             self._item_failed(group, pos, self._timeout_error(group, pos), event.elapsed)
             return
         durations = event.durations
+        all_positions = positions if positions is not None else range(len(group.items))
+        if n < len(all_positions):
+            # The worker stopped early (it reached its task or memory quota): the rest of the
+            # batch did not run, so it goes out again as a new batch; no attempt is counted.
+            self._submit(group, list(all_positions[n:]))
+            positions = list(all_positions[:n])
         if positions is None and not event.errors:
             group.values = event.values  # fast path: the whole group succeeded
             if durations is not None:

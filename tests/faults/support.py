@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import gc
 import json
 import os
 import queue
@@ -71,18 +72,38 @@ def wait_marks(directory: str | os.PathLike[str], tag: str, count: int = 1,
 #: "thread name: exception" for every thread that died of an exception while ``record_thread_deaths``
 #: was active; a deadlock report includes them (a dead engine thread is the usual cause).
 THREAD_DEATHS: list[str] = []
+_DEAD_THREADS: list[threading.Thread] = []
 
 
 def record_thread_deaths(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Record threads that die of an exception (instead of pytest's warning at teardown)."""
-    THREAD_DEATHS.clear()
+    """Record threads that die of an exception during this test (instead of pytest's warning)."""
+    deaths: list[str] = []
+    dead: list[threading.Thread] = []
+    this = sys.modules[__name__]
+    # Fresh lists for this test only: monkeypatch puts the (empty) module-level ones back after it.
+    monkeypatch.setattr(this, "THREAD_DEATHS", deaths)
+    monkeypatch.setattr(this, "_DEAD_THREADS", dead)
 
     def hook(args: threading.ExceptHookArgs) -> None:
-        THREAD_DEATHS.append(f"{args.thread.name if args.thread else '?'}: "
-                             f"{args.exc_type.__name__}: {args.exc_value}")
+        if args.thread is not None:
+            dead.append(args.thread)
+        deaths.append(f"{args.thread.name if args.thread else '?'}: {args.exc_type.__name__}: {args.exc_value}")
 
     monkeypatch.setattr(threading, "excepthook", hook)
-    return THREAD_DEATHS
+    return deaths
+
+
+def settle_dead_threads() -> None:
+    """Let threads that died finish dying, and collect what they left, before the test reports.
+
+    Python 3.11 keeps one AST-builder state per interpreter, and tracebacks are formatted with
+    ``ast.parse``: a dying thread (or a never-retrieved asyncio Task logged at garbage collection)
+    formatting a traceback while pytest formats the failure in the main thread can make pytest
+    crash with "SystemError: AST constructor recursion depth mismatch" (CPython gh-106905).
+    """
+    for thread in _DEAD_THREADS:
+        thread.join(5)
+    gc.collect()
 
 
 # -- runs ------------------------------------------------------------------------------------------------
@@ -118,6 +139,8 @@ class Consumer:
                 death_seen = time.monotonic()
             if death_seen is not None and time.monotonic() - death_seen > 2.0:
                 break  # an engine thread died and the run did not end: it never will
+        if THREAD_DEATHS:
+            settle_dead_threads()
         if self.thread.is_alive():
             stacks = all_stacks()
             self.run.cancel()

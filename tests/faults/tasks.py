@@ -135,10 +135,6 @@ def raise_keyboard_interrupt(text: str) -> None:
     raise KeyboardInterrupt(text)
 
 
-def raise_value_error(text: str) -> None:
-    raise ValueError(text)
-
-
 def fail_every_seventh(i: int) -> int:
     if i % 7 == 3:
         raise ValueError(f"item {i} fails on purpose")

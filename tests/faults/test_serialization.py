@@ -151,6 +151,8 @@ def test_item_whose_unpickling_raises_in_the_worker() -> None:
 
 
 # -- the matrix: every stage of the round trip, raising or killing --------------------------------------------
+# "Kills" applies to the worker's stages only: an object that kills the process pickling or
+# unpickling it in the *parent* would kill the caller itself, which no library can survive.
 STAGES = {
     # id: (the faulty item, expected: "item"/"result" for a SerializationError, "crash" for a
     #      WorkerCrashed; words the message must hold)

@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from ._base import Backend, Batch, Done, ItemError, Started, enter_depth
+from ._base import Backend, Batch, Done, ItemError, Lost, Started, enter_depth
 
 
 class AsyncBackend(Backend):
@@ -32,6 +32,7 @@ class AsyncBackend(Backend):
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._batches: dict[int, Batch] = {}  # started and not finished: reported if the loop dies
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -48,6 +49,10 @@ class AsyncBackend(Backend):
                     finally:
                         _cancel_all(loop)
                         loop.close()
+                        # Runs must not wait forever for batches that died with the loop.
+                        for batch in list(self._batches.values()):
+                            batch.sink.put(Lost(batch.id, "broken", "the asyncio event loop stopped"))
+                        self._batches.clear()
 
                 self._thread = threading.Thread(target=run, name="taskloom-asyncio", daemon=True)
                 self._thread.start()
@@ -85,7 +90,13 @@ class AsyncBackend(Backend):
         # The task copies the current context when created: create it inside the caller's.
         task = ctx.copy().run(asyncio.ensure_future, coro) if ctx is not None else asyncio.ensure_future(coro)
         self._tasks[batch.id] = task
-        task.add_done_callback(lambda _t: self._tasks.pop(batch.id, None))
+        self._batches[batch.id] = batch
+
+        def forget(_: object) -> None:
+            self._tasks.pop(batch.id, None)
+            self._batches.pop(batch.id, None)
+
+        task.add_done_callback(forget)
 
     def _cancel_ids(self, ids: list[int]) -> None:
         for batch_id in ids:
@@ -107,7 +118,9 @@ class AsyncBackend(Backend):
                 values.append(await fn(item))
             except asyncio.CancelledError:
                 raise  # cancelled by the scheduler: it has forgotten this batch already
-            except Exception as exc:
+            except BaseException as exc:
+                # SystemExit or KeyboardInterrupt raised by a task would otherwise stop the loop
+                # that every run shares: it is that task's error, as on threads and processes.
                 values.append(None)
                 if errors is None:
                     errors = {}

@@ -86,7 +86,7 @@ class ItemError(NamedTuple):
 
 class Done(NamedTuple):
     batch_id: int
-    values: list[Any]  # one per item; None where the item failed
+    values: list[Any]  # one per item run; None where it failed. Shorter than the batch: the rest did not run
     errors: dict[int, ItemError] | None  # position in batch -> error
     durations: list[float] | None  # per item (when per_item_timing), else None
     elapsed: float  # seconds the whole batch ran
@@ -151,11 +151,14 @@ def run_items(
     *,
     per_item_timing: bool,
     catch: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+    stop: Callable[[int], bool] | None = None,
 ) -> tuple[list[Any], dict[int, ItemError] | None, list[float] | None, float]:
     """Run ``fn`` on each item; return (values, errors or None, durations or None, elapsed).
 
     Shared by every backend and by the process worker, so a task fails the same way everywhere.
     The loop without per-item timing is the hot path for tiny tasks: no per-item clock calls.
+    ``stop(done)`` is asked after each item; True ends the batch early (a worker at its quota):
+    ``values`` is then shorter than ``items``, and the rest did not run.
     """
     values: list[Any] = []
     append = values.append
@@ -163,7 +166,7 @@ def run_items(
     clock = time.perf_counter
     start = clock()
     it = iter(items)
-    if not per_item_timing:
+    if not per_item_timing and stop is None:
         # Hot path for tiny tasks: a plain loop, no clock calls; a failure records the error
         # and the loop resumes on the same iterator with the next item.
         while True:
@@ -188,4 +191,6 @@ def run_items(
                 errors = {}
             errors[pos] = ItemError(exc, traceback.format_exc(), False)
         durations.append(clock() - t0)
-    return values, errors, durations, clock() - start
+        if stop is not None and stop(pos + 1):
+            break
+    return values, errors, durations if per_item_timing else None, clock() - start

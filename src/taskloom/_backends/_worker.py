@@ -237,16 +237,26 @@ def main(conn: Connection, config: WorkerConfig) -> None:
             send(OP_LOST + Q.pack(batch_id) + reason + detail.encode("utf-8", "replace"))
             continue
         del msg
+        # Quotas are per task, not per batch: a worker stops mid-batch when it reaches one, and
+        # the parent runs the rest of the batch elsewhere.
+        quota = None if config.max_tasks is None else config.max_tasks - tasks_done
+
+        def at_quota(done: int) -> bool:
+            return (quota is not None and done >= quota) or (
+                config.max_memory is not None and _rss() > config.max_memory)
+
         values, errors, durations, elapsed = run_items(
-            fn_or_exc, items, per_item_timing=bool(flags & FLAG_PER_ITEM), catch=BaseException
+            fn_or_exc, items, per_item_timing=bool(flags & FLAG_PER_ITEM), catch=BaseException,
+            stop=at_quota if quota is not None or config.max_memory is not None else None,
         )
         del items
+        ran = len(values)
         payload = _pack_results(values, errors, durations, names.get(job_id, "the function"),
                                 config.max_result_size)
         del values
         send(OP_RESULT + RESULT.pack(batch_id, elapsed) + payload)
         del payload
-        tasks_done += 1
+        tasks_done += ran
         if (config.max_tasks is not None and tasks_done >= config.max_tasks) or (
             config.max_memory is not None and _rss() > config.max_memory
         ):
