@@ -214,11 +214,11 @@ class ProcessBackend(Backend):
             pending = len(self._pending)
         if not pending:
             return
-        live = [w for w in self._workers if not w.retiring]
-        free_slots = sum(DEPTH - len(w.outstanding) for w in live if w.ready)
-        starting = sum(1 for w in live if not w.ready)
-        wanted = min(self.workers - len(live), max(0, pending - free_slots - starting * DEPTH))
-        for _ in range(max(0, wanted)):
+        # Start the whole pool as soon as there is work: a run that has one batch now has more
+        # a moment later, and a worker that starts late makes the first results late. Starting
+        # one costs a few milliseconds with the forkserver; idle ones retire after idle_timeout.
+        live = sum(1 for w in self._workers if not w.retiring)
+        for _ in range(self.workers - live):
             self._spawn()
 
     def _spawn(self) -> None:
