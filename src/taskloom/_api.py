@@ -74,9 +74,32 @@ def _check_int(name: str, value: object, low: int, allow_none: bool = True) -> N
         raise ValueError(f"{name} must be an integer >= {low}{none}, got {value!r}")
 
 
+_PER = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0}
+
+
+def parse_rate(rate: object) -> float | None:
+    """``"100/s"``, ``"30/min"``, ``"500/h"`` or a number (per second) -> starts per second."""
+    if rate is None:
+        return None
+    if isinstance(rate, int | float) and not isinstance(rate, bool):
+        if rate > 0:
+            return float(rate)
+    elif isinstance(rate, str):
+        count, _, per = rate.replace(" ", "").partition("/")
+        try:
+            value = float(count)
+        except ValueError:
+            value = -1.0
+        if value > 0 and per.lower() in _PER:
+            return value / _PER[per.lower()]
+    raise ValueError(f"rate must be a number of starts per second > 0 or a string like '100/s' or '30/min', "
+                     f"got {rate!r}")
+
+
 def validate(
     fn: object, *, workers: object, chunksize: object, timeout: object, retries: object,
-    retry_on: object, on_error: object, prefetch: object, ordered: object,
+    retry_on: object, on_error: object, prefetch: object, ordered: object, rate: object = None,
+    backoff: object = 0.0,
 ) -> tuple[int | None, tuple[type[BaseException], ...]]:
     """Check every option before any worker starts; return (fixed chunksize, retry_on tuple)."""
     if not callable(fn):
@@ -95,34 +118,44 @@ def validate(
     classes = retry_on if isinstance(retry_on, tuple) else (retry_on,)
     if not classes or not all(isinstance(c, type) and issubclass(c, BaseException) for c in classes):
         raise TypeError(f"retry_on must be an exception class or a tuple of them, got {retry_on!r}")
+    parse_rate(rate)
+    if isinstance(backoff, bool) or not isinstance(backoff, int | float) or backoff < 0:
+        raise ValueError(f"backoff must be a number of seconds >= 0, got {backoff!r}")
     fixed = None if chunksize == "auto" else chunksize
-    if timeout is not None and fixed is not None and fixed > 1:  # type: ignore[operator]
-        raise ValueError(
-            f"timeout applies to each task, so tasks are sent one at a time: chunksize must be 1 or "
-            f"'auto' with a timeout, got {chunksize!r}"
-        )
+    for option, value in (("timeout", timeout), ("rate", rate)):
+        if value is not None and fixed is not None and fixed > 1:  # type: ignore[operator]
+            raise ValueError(
+                f"{option} applies to each task, so tasks are sent one at a time: chunksize must be 1 or "
+                f"'auto' with {option}=, got {chunksize!r}"
+            )
+    if fixed is None and (timeout is not None or rate is not None):
+        fixed = 1
     return fixed, classes  # type: ignore[return-value]
 
 
 @overload
 def imap(fn: Callable[[T], Awaitable[R]], items: Iterable[T], *, mode: ModeLike = ..., workers: int | None = ...,
          chunksize: Chunksize = ..., ordered: bool = ..., timeout: float | None = ..., retries: int = ...,
-         retry_on: type[BaseException] | tuple[type[BaseException], ...] = ...,
+         retry_on: type[BaseException] | tuple[type[BaseException], ...] = ..., rate: float | str | None = ...,
+         backoff: float = ...,
          on_error: Literal["raise"] = ..., prefetch: int | None = ..., progress: bool = ...) -> Run[R]: ...
 @overload
 def imap(fn: Callable[[T], Awaitable[R]], items: Iterable[T], *, mode: ModeLike = ..., workers: int | None = ...,
          chunksize: Chunksize = ..., ordered: bool = ..., timeout: float | None = ..., retries: int = ...,
-         retry_on: type[BaseException] | tuple[type[BaseException], ...] = ...,
+         retry_on: type[BaseException] | tuple[type[BaseException], ...] = ..., rate: float | str | None = ...,
+         backoff: float = ...,
          on_error: Literal["collect"], prefetch: int | None = ..., progress: bool = ...) -> Run[Outcome[R]]: ...
 @overload
 def imap(fn: Callable[[T], R], items: Iterable[T], *, mode: ModeLike = ..., workers: int | None = ...,
          chunksize: Chunksize = ..., ordered: bool = ..., timeout: float | None = ..., retries: int = ...,
-         retry_on: type[BaseException] | tuple[type[BaseException], ...] = ...,
+         retry_on: type[BaseException] | tuple[type[BaseException], ...] = ..., rate: float | str | None = ...,
+         backoff: float = ...,
          on_error: Literal["raise"] = ..., prefetch: int | None = ..., progress: bool = ...) -> Run[R]: ...
 @overload
 def imap(fn: Callable[[T], R], items: Iterable[T], *, mode: ModeLike = ..., workers: int | None = ...,
          chunksize: Chunksize = ..., ordered: bool = ..., timeout: float | None = ..., retries: int = ...,
-         retry_on: type[BaseException] | tuple[type[BaseException], ...] = ...,
+         retry_on: type[BaseException] | tuple[type[BaseException], ...] = ..., rate: float | str | None = ...,
+         backoff: float = ...,
          on_error: Literal["collect"], prefetch: int | None = ..., progress: bool = ...) -> Run[Outcome[R]]: ...
 def imap(
     fn: Callable[[T], Any],
@@ -135,9 +168,13 @@ def imap(
     timeout: float | None = None,
     retries: int = 0,
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
+    rate: float | str | None = None,
+    backoff: float = 0.0,
     on_error: OnError = "raise",
     prefetch: int | None = None,
     progress: bool = False,
+    _loop: Any = None,
+    _loop_thread: int | None = None,
 ) -> Run[Any]:
     """Apply ``fn`` to every item, lazily: a ``Run`` that yields results as they are ready.
 
@@ -156,6 +193,10 @@ def imap(
         timeout: seconds one task may run; past it the task fails with ``TaskTimeout``.
         retries: extra attempts for a task that raised one of ``retry_on``.
         retry_on: the exception classes worth a retry.
+        rate: at most this many task starts per second (a number) or ``"100/s"``, ``"30/min"``,
+            ``"500/h"``; retries count as starts. Tasks are then sent one at a time.
+        backoff: seconds before the first retry; each further retry waits twice as long (capped
+            at 30 s), times a random factor in [0.5, 1] so retries do not arrive in lockstep.
         on_error: "raise" - the first failure cancels the rest and raises ``TaskError``;
             "collect" - yield an ``Outcome`` for every item, failed or not.
         prefetch: batches per worker kept in flight (default: 2; 1 for async).
@@ -171,8 +212,9 @@ def imap(
     """
     fixed, retry_classes = validate(
         fn, workers=workers, chunksize=chunksize, timeout=timeout, retries=retries, retry_on=retry_on,
-        on_error=on_error, prefetch=prefetch, ordered=ordered,
+        on_error=on_error, prefetch=prefetch, ordered=ordered, rate=rate, backoff=backoff,
     )
+    per_second = parse_rate(rate)
     try:
         source = iter(items)
     except TypeError:
@@ -200,7 +242,13 @@ def imap(
         workers = parsed.default_workers()
     if isinstance(parsed, Async) and fixed is None:
         fixed = 1  # coroutines interleave: one per batch keeps the concurrency cap exact
-    backend = get_backend(parsed, workers)
+    if _loop is not None and isinstance(parsed, Async):
+        # amap/aimap: coroutines run on the caller's own loop (its sessions and locks live there).
+        from ._backends._asyncio import AsyncBackend
+
+        backend: Backend = AsyncBackend(workers, loop=_loop, loop_thread=_loop_thread, debug=parsed.debugging)
+    else:
+        backend = get_backend(parsed, workers)
     listener = None
     if progress:
         from ._progress import ProgressBar
@@ -219,6 +267,8 @@ def imap(
         on_error=on_error,
         prefetch=prefetch,
         crash_retries=parsed.crash_retries if isinstance(parsed, Processes) else 0,
+        rate=per_second,
+        backoff=float(backoff),
         total=total,
         # Auto may switch to threads mid-run, so it keeps the caller's context too.
         context=contextvars.copy_context() if isinstance(parsed, Threads | Async) or advice else None,
@@ -285,22 +335,26 @@ def _reconsider_for(fn: Callable[..., Any], s: Sample, mode: str) -> Reconsider:
 @overload
 def map(fn: Callable[[T], Awaitable[R]], items: Iterable[T], *, mode: ModeLike = ..., workers: int | None = ...,
         chunksize: Chunksize = ..., ordered: bool = ..., timeout: float | None = ..., retries: int = ...,
-        retry_on: type[BaseException] | tuple[type[BaseException], ...] = ...,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = ..., rate: float | str | None = ...,
+        backoff: float = ...,
         on_error: Literal["raise"] = ..., prefetch: int | None = ..., progress: bool = ...) -> list[R]: ...
 @overload
 def map(fn: Callable[[T], Awaitable[R]], items: Iterable[T], *, mode: ModeLike = ..., workers: int | None = ...,
         chunksize: Chunksize = ..., ordered: bool = ..., timeout: float | None = ..., retries: int = ...,
-        retry_on: type[BaseException] | tuple[type[BaseException], ...] = ...,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = ..., rate: float | str | None = ...,
+        backoff: float = ...,
         on_error: Literal["collect"], prefetch: int | None = ..., progress: bool = ...) -> list[Outcome[R]]: ...
 @overload
 def map(fn: Callable[[T], R], items: Iterable[T], *, mode: ModeLike = ..., workers: int | None = ...,
         chunksize: Chunksize = ..., ordered: bool = ..., timeout: float | None = ..., retries: int = ...,
-        retry_on: type[BaseException] | tuple[type[BaseException], ...] = ...,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = ..., rate: float | str | None = ...,
+        backoff: float = ...,
         on_error: Literal["raise"] = ..., prefetch: int | None = ..., progress: bool = ...) -> list[R]: ...
 @overload
 def map(fn: Callable[[T], R], items: Iterable[T], *, mode: ModeLike = ..., workers: int | None = ...,
         chunksize: Chunksize = ..., ordered: bool = ..., timeout: float | None = ..., retries: int = ...,
-        retry_on: type[BaseException] | tuple[type[BaseException], ...] = ...,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = ..., rate: float | str | None = ...,
+        backoff: float = ...,
         on_error: Literal["collect"], prefetch: int | None = ..., progress: bool = ...) -> list[Outcome[R]]: ...
 def map(fn: Callable[[T], Any], items: Iterable[T], **options: Any) -> list[Any]:
     """Apply ``fn`` to every item and return the results as a list: ``list(imap(...))``.

@@ -7,6 +7,7 @@ engine live on its object (``Processes(max_tasks_per_worker=...)``), not on ever
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -111,14 +112,31 @@ class Processes:
 class Async:
     """Run coroutine functions on an asyncio event loop; ``workers`` caps concurrency.
 
-    The loop runs in a taskloom thread ("taskloom-asyncio"), shared by every run, so a
-    synchronous caller can map coroutines without an event loop of its own. Default cap: 100.
+    From synchronous code the loop runs in a taskloom thread ("taskloom-asyncio"), shared by
+    every run with the same settings, so a caller can map coroutines without a loop of its own.
+    Inside a running loop, ``await taskloom.amap(...)`` / ``taskloom.aimap(...)`` run them on
+    the caller's loop instead. Default cap: 100 at once (a semaphore, not a pool).
+
+    Args:
+        loop: ``"asyncio"`` (default) or ``"uvloop"`` (the ``taskloom[uvloop]`` extra).
+        debug: report, with its stack, any coroutine that blocks the loop for more than
+            100 ms (also on with the environment variable ``TASKLOOM_DEBUG=1``).
     """
 
+    loop: str = "asyncio"
+    debug: bool = False
     name: Literal["async"] = field(default="async", init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.loop not in ("asyncio", "uvloop"):
+            raise ValueError(f"loop must be 'asyncio' or 'uvloop', got {self.loop!r}")
 
     def default_workers(self) -> int:
         return ASYNC_DEFAULT_WORKERS
+
+    @property
+    def debugging(self) -> bool:
+        return self.debug or os.environ.get("TASKLOOM_DEBUG", "") not in ("", "0")
 
 
 @dataclass(frozen=True)

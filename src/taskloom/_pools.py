@@ -9,11 +9,12 @@ stopped before multiprocessing would wait for them.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import multiprocessing.util  # noqa: F401 - see the module docstring
 import os
 import threading
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 
 from ._backends._base import Backend, nesting_depth
 from ._modes import Async, Mode, Processes, Sequential, Threads
@@ -63,8 +64,19 @@ def _create(mode: Mode, workers: int, depth: int) -> Backend:
     if isinstance(mode, Async):
         from ._backends._asyncio import AsyncBackend
 
-        return AsyncBackend(workers, depth=depth)
+        return AsyncBackend(workers, _loop_factory(mode), depth=depth, debug=mode.debugging)
     raise ValueError(f"no backend for mode {mode!r}")  # pragma: no cover - parse_mode guards
+
+
+def _loop_factory(mode: Async) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if mode.loop != "uvloop":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        raise ValueError("Async(loop='uvloop') needs the 'uvloop' package: pip install 'taskloom[uvloop]'") from None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def shutdown() -> None:

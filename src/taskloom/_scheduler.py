@@ -25,6 +25,7 @@ import heapq
 import itertools
 import logging
 import queue
+import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -110,6 +111,37 @@ SWITCH_FACTOR = 4.0
 Reconsider = Callable[[float, "int | None"], "tuple[Backend, Any] | None"]
 
 
+#: Retry backoff never waits longer than this.
+BACKOFF_MAX = 30.0
+
+
+def backoff_delay(base: float, attempts: int) -> float:
+    """Seconds before retry number ``attempts``: exponential, capped, with jitter.
+
+    ``base · 2^(attempts-1)``, capped at ``BACKOFF_MAX``, then scaled by a random factor in
+    [0.5, 1]: retries of many failed tasks spread out instead of hitting a struggling server
+    at the same instant ("equal jitter").
+    """
+    if base <= 0:
+        return 0.0
+    return float(min(BACKOFF_MAX, base * 2 ** (attempts - 1)) * random.uniform(0.5, 1.0))
+
+
+class TokenBucket:
+    """At most ``rate`` task starts per second, evenly spaced (a bucket of one token)."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate
+        self.next = time.monotonic()
+
+    def take(self, now: float) -> bool:
+        if now < self.next:
+            return False
+        # Strict spacing: a late wake-up does not earn a burst (a rate limit is never exceeded).
+        self.next = max(self.next, now) + self.interval
+        return True
+
+
 class Chunker:
     """Batch size from measured per-item time (EWMA), or a fixed size."""
 
@@ -174,6 +206,8 @@ class Run(Generic[T]):
         on_error: OnError,
         prefetch: int | None,
         crash_retries: int = 1,
+        rate: float | None = None,
+        backoff: float = 0.0,
         total: int | None = None,
         context: Any = None,
         advice: Any = None,
@@ -212,6 +246,10 @@ class Run(Generic[T]):
         self._halted = False  # a failure was recorded: nothing more is handed out
         self._listener = listener
         self._reconsider = reconsider
+        self._bucket = None if rate is None else TokenBucket(rate)
+        self._backoff = backoff
+        self._deferred: list[tuple[float, int, _Group, list[int]]] = []  # (due, seq, group, positions)
+        self._deferred_seq = itertools.count()
         self._deviations = 0  # batches in a row whose task time differs from the sample's
         # statistics
         self._t0 = time.perf_counter()
@@ -333,6 +371,7 @@ class Run(Generic[T]):
                         raise failure
                     if self._done:
                         return None
+                    self._release_deferred()
                     self._fill()
                     if self._open == 0 and self._source is None:
                         self._done = True
@@ -365,13 +404,32 @@ class Run(Generic[T]):
             raise
 
     def _wait_time(self) -> float | None:
-        if not self._deadlines:
+        """How long the consumer may block on the sink before a timer needs it."""
+        timers = []
+        if self._deadlines:
+            timers.append(self._deadlines[0][0])
+        if self._deferred:
+            timers.append(self._deferred[0][0])
+        if self._bucket is not None and (self._deferred or self._source is not None):
+            timers.append(self._bucket.next)
+        if not timers:
             return None
-        return max(0.0, self._deadlines[0][0] - time.monotonic())
+        return max(0.0, min(timers) - time.monotonic())
+
+    def _release_deferred(self) -> None:
+        """Submit retries whose backoff has passed (each takes a start token under ``rate``)."""
+        now = time.monotonic()
+        while self._deferred and self._deferred[0][0] <= now and not self._done:
+            if self._bucket is not None and not self._bucket.take(now):
+                return
+            _, _, group, positions = heapq.heappop(self._deferred)
+            self._submit(group, positions)
 
     # -- filling the window --------------------------------------------------------------------
     def _fill(self) -> None:
         while self._source is not None and self._open < self._window and not self._done:
+            if self._bucket is not None and not self._bucket.take(time.monotonic()):
+                return  # rate limit: the consumer wakes when the next start is allowed
             size = self._chunker.next_size()
             items: list[Any] = []
             try:
@@ -603,7 +661,11 @@ class Run(Generic[T]):
         ):
             group.attempts[pos] = attempts + 1
             self._retried += 1
-            self._submit(group, [pos])
+            if self._backoff > 0 or self._bucket is not None:
+                due = time.monotonic() + backoff_delay(self._backoff, attempts)
+                heapq.heappush(self._deferred, (due, next(self._deferred_seq), group, [pos]))
+            else:
+                self._submit(group, [pos])
             return
         self._final_failure(group, pos, error, duration)
 
@@ -676,6 +738,7 @@ class Run(Generic[T]):
             by_backend.setdefault(id(f.backend), (f.backend, []))[1].append(f.batch)
         self._flights.clear()
         self._deadlines.clear()
+        self._deferred.clear()
         for backend, batches in by_backend.values():
             backend.cancel(batches)
 

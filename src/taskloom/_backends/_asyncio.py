@@ -24,12 +24,19 @@ class AsyncBackend(Backend):
     prefetch = 1  # every batch in flight is running: the window *is* the concurrency cap
 
     def __init__(self, workers: int, loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
-                 depth: int = 0) -> None:
+                 depth: int = 0, *, loop: asyncio.AbstractEventLoop | None = None, loop_thread: int | None = None,
+                 debug: bool = False) -> None:
         self.workers = workers
         self._depth = depth
         self._loop_factory = loop_factory or asyncio.new_event_loop
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._debug = debug
+        # loop given: the caller's running loop (amap/aimap); we neither run nor close it.
+        self._loop: asyncio.AbstractEventLoop | None = loop
+        self._own_loop = loop is None
         self._thread: threading.Thread | None = None
+        self._watchdog: LoopWatchdog | None = None
+        if loop is not None and debug:
+            self._watchdog = LoopWatchdog(loop, loop_thread or threading.get_ident())
         self._lock = threading.Lock()
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._batches: dict[int, Batch] = {}  # started and not finished: reported if the loop dies
@@ -58,6 +65,8 @@ class AsyncBackend(Backend):
                 self._thread.start()
                 ready.wait()
                 self._loop = loop
+                if self._debug and self._thread.ident is not None:
+                    self._watchdog = LoopWatchdog(loop, self._thread.ident)
             return self._loop
 
     def submit(self, batch: Batch) -> None:
@@ -73,6 +82,10 @@ class AsyncBackend(Backend):
                 loop.call_soon_threadsafe(self._cancel_ids, ids)
 
     def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.stop()
+        if not self._own_loop:
+            return  # the caller's loop: not ours to stop
         with self._lock:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
@@ -136,3 +149,58 @@ def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
         task.cancel()
     if tasks:
         loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+
+
+#: A coroutine that keeps the loop from running other callbacks longer than this is reported.
+BLOCKING_THRESHOLD = 0.1
+
+
+class LoopWatchdog:
+    """Reports, with its stack, a coroutine that blocks the event loop (``Async(debug=True)``).
+
+    A thread posts a heartbeat callback to the loop every ``threshold / 4`` seconds; if the loop
+    has not run it within ``threshold``, something is running without yielding, and the loop
+    thread's current stack (``sys._current_frames``) shows what. asyncio's own debug mode only
+    names a slow callback after it returns; this names the blocking line while it blocks.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, loop_thread: int,
+                 threshold: float = BLOCKING_THRESHOLD) -> None:
+        self.loop, self.loop_thread, self.threshold = loop, loop_thread, threshold
+        self.reports: list[str] = []
+        self._beat = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="taskloom-loop-watchdog", daemon=True)
+        self._thread.start()
+
+    def _ack(self) -> None:
+        self._beat = time.monotonic()
+
+    def _watch(self) -> None:
+        import logging
+        import sys
+
+        log = logging.getLogger("taskloom")
+        reported = False
+        while not self._stop.wait(self.threshold / 4):
+            if self.loop.is_closed():
+                return
+            with contextlib.suppress(RuntimeError):
+                self.loop.call_soon_threadsafe(self._ack)
+            late = time.monotonic() - self._beat
+            if late <= self.threshold:
+                reported = False
+                continue
+            if reported:
+                continue  # one report per blocking episode
+            frame = sys._current_frames().get(self.loop_thread)
+            stack = "".join(traceback.format_stack(frame)) if frame is not None else "(stack unavailable)"
+            report = (f"a coroutine has blocked the event loop for {late * 1000:.0f} ms (over "
+                      f"{self.threshold * 1000:.0f} ms): use `await` for I/O and sleeps, or run blocking "
+                      f"code with `await asyncio.to_thread(...)`. Where it is now:\n{stack}")
+            self.reports.append(report)
+            log.warning("taskloom: %s", report)
+            reported = True
+
+    def stop(self) -> None:
+        self._stop.set()

@@ -1,0 +1,137 @@
+"""``amap`` and ``aimap``: the same runs, awaited from inside a running event loop.
+
+Coroutine functions run on the caller's loop (so the sessions, locks and queues they use, which
+belong to that loop, just work). The run's consumer - which blocks while it waits for results -
+lives in a helper thread of its own, and the loop awaits it, so the loop never blocks: not while
+results arrive, and not while ``mode="auto"`` measures the first tasks of a plain function.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any, TypeVar
+
+from ._api import imap
+from ._outcome import RunStatistics
+from ._scheduler import Run
+
+__all__ = ["AsyncRun", "aimap", "amap"]
+
+T = TypeVar("T")
+
+
+class AsyncRun(AsyncIterator[Any]):
+    """What ``aimap`` returns: ``async for`` over results; ``cancel()``, ``statistics()``, ``advice``.
+
+    Leaving the loop early (``break``) and dropping the object cancels the run, as does
+    ``async with``. Cancelling the task that iterates it cancels the run too.
+    """
+
+    def __init__(self, fn: Callable[..., Any], items: Iterable[Any], options: dict[str, Any]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="taskloom-aimap")
+        build = functools.partial(imap, fn, items, _loop=self._loop, _loop_thread=threading.get_ident(), **options)
+        self._run_future: asyncio.Future[Run[Any]] = self._loop.run_in_executor(self._thread, build)
+        self._run: Run[Any] | None = None
+        self._block: list[Any] = []
+        self._pos = 0
+        self._closed = False
+
+    def __aiter__(self) -> AsyncRun:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._pos < len(self._block):
+            self._pos += 1
+            return self._block[self._pos - 1]
+        if self._closed:
+            raise StopAsyncIteration
+        try:
+            run = await self.run()
+            block = await self._loop.run_in_executor(self._thread, run._next_block)
+        except BaseException:
+            self.cancel()  # a failure, or the awaiting task was cancelled
+            raise
+        if block is None:
+            self._finish()
+            raise StopAsyncIteration
+        self._block, self._pos = block, 1
+        return block[0]
+
+    async def run(self) -> Run[Any]:
+        """The underlying Run (built in the helper thread: auto mode measures there)."""
+        if self._run is None:
+            self._run = await self._run_future
+        return self._run
+
+    async def to_list(self) -> list[Any]:
+        run = await self.run()
+        try:
+            return await self._loop.run_in_executor(self._thread, run.to_list)
+        finally:
+            self._finish()
+
+    @property
+    def advice(self) -> Any:
+        return self._run.advice if self._run is not None else None
+
+    def statistics(self) -> RunStatistics | None:
+        return self._run.statistics() if self._run is not None else None
+
+    def cancel(self) -> None:
+        """Stop the run now; safe to call more than once."""
+        if self._run is not None:
+            self._run.cancel()
+        elif not self._run_future.done():
+            self._run_future.add_done_callback(_cancel_when_built)
+        self._finish()
+
+    async def aclose(self) -> None:
+        self.cancel()
+
+    async def __aenter__(self) -> AsyncRun:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.cancel()
+
+    def _finish(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._thread.shutdown(wait=False)
+
+    def __del__(self) -> None:
+        if not self._closed and self._run is not None:
+            self._run.cancel()
+            self._thread.shutdown(wait=False)
+
+
+def _cancel_when_built(future: asyncio.Future[Run[Any]]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        future.result().cancel()
+
+
+def aimap(fn: Callable[..., Any], items: Iterable[Any], **options: Any) -> AsyncRun:
+    """``imap`` for code inside a running event loop: ``async for r in taskloom.aimap(fn, items)``.
+
+    Takes the same options as ``imap``. Coroutine functions run on the caller's loop, at most
+    ``workers`` at once; plain functions run on threads or processes as ``imap`` would run them.
+    The loop is never blocked.
+    """
+    return AsyncRun(fn, items, options)
+
+
+async def amap(fn: Callable[..., Any], items: Iterable[Any], **options: Any) -> list[Any]:
+    """``map`` for code inside a running event loop: ``results = await taskloom.amap(fn, items)``.
+
+    Takes the same options as ``imap``. Example::
+
+        async def main():
+            async with aiohttp.ClientSession() as session:
+                pages = await taskloom.amap(functools.partial(fetch, session), urls, workers=50)
+    """
+    return await AsyncRun(fn, items, options).to_list()
