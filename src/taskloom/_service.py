@@ -125,10 +125,9 @@ class Service:
                         return
                     continue
                 return
+            self._exception = None  # a run that succeeded after a restart clears the failure
             if self._interval is None or self._stop.wait(self._interval):
                 return
-            # A run that succeeded after restarts clears the earlier failure.
-            self._exception = None
 
 
 def _takes_stop(fn: Callable[..., Any]) -> bool:
