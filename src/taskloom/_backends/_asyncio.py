@@ -40,6 +40,8 @@ class AsyncBackend(Backend):
         self._lock = threading.Lock()
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._batches: dict[int, Batch] = {}  # started and not finished: reported if the loop dies
+        self._incoming: list[Batch] = []  # submitted, not yet started on the loop
+        self._drain_scheduled = False
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -71,7 +73,21 @@ class AsyncBackend(Backend):
 
     def submit(self, batch: Batch) -> None:
         loop = self._ensure_loop()
-        loop.call_soon_threadsafe(self._start, batch)
+        # One wake-up of the loop for a burst of submissions, not one per batch: each
+        # call_soon_threadsafe writes to the loop's self-pipe (a system call).
+        with self._lock:
+            self._incoming.append(batch)
+            if self._drain_scheduled:
+                return
+            self._drain_scheduled = True
+        loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        with self._lock:
+            batches, self._incoming = self._incoming, []
+            self._drain_scheduled = False
+        for batch in batches:
+            self._start(batch)
 
     def cancel(self, batches: list[Batch]) -> None:
         super().cancel(batches)
