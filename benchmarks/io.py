@@ -27,8 +27,9 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.io_server: the same local server
 
-import taskloom as tl  # noqa: E402
-from tests.io_server import serve  # noqa: E402
+from tests.io_server import serve
+
+import taskloom as tl
 
 LATENCY = 0.02
 

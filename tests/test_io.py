@@ -198,7 +198,7 @@ def test_uvloop_is_used_when_asked() -> None:
 
 
 async def blocks_the_loop(_: int) -> int:
-    time.sleep(0.3)  # the mistake the detector exists for
+    time.sleep(0.3)  # noqa: ASYNC251 - the mistake the detector exists for
     return 1
 
 
