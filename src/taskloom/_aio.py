@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, TypeVar
 
 from ._api import imap
-from ._outcome import RunStatistics
+from ._stats import RunStatistics
 from ._scheduler import Run
 
 __all__ = ["AsyncRun", "aimap", "amap"]

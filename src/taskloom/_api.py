@@ -99,7 +99,7 @@ def parse_rate(rate: object) -> float | None:
 def validate(
     fn: object, *, workers: object, chunksize: object, timeout: object, retries: object,
     retry_on: object, on_error: object, prefetch: object, ordered: object, rate: object = None,
-    backoff: object = 0.0,
+    backoff: object = 0.0, progress: object = False,
 ) -> tuple[int | None, tuple[type[BaseException], ...]]:
     """Check every option before any worker starts; return (fixed chunksize, retry_on tuple)."""
     if not callable(fn):
@@ -119,6 +119,10 @@ def validate(
     if not classes or not all(isinstance(c, type) and issubclass(c, BaseException) for c in classes):
         raise TypeError(f"retry_on must be an exception class or a tuple of them, got {retry_on!r}")
     parse_rate(rate)
+    if not (progress is None or isinstance(progress, bool) or callable(progress)
+            or callable(getattr(progress, "update", None))):
+        raise TypeError(f"progress must be True, False, a callable or an object with update(n) (like tqdm), "
+                        f"got {progress!r}")
     if isinstance(backoff, bool) or not isinstance(backoff, int | float) or backoff < 0:
         raise ValueError(f"backoff must be a number of seconds >= 0, got {backoff!r}")
     fixed = None if chunksize == "auto" else chunksize
@@ -138,25 +142,25 @@ def imap(fn: Callable[[T], Awaitable[R]], items: Iterable[T], *, mode: ModeLike 
          chunksize: Chunksize = ..., ordered: bool = ..., timeout: float | None = ..., retries: int = ...,
          retry_on: type[BaseException] | tuple[type[BaseException], ...] = ..., rate: float | str | None = ...,
          backoff: float = ...,
-         on_error: Literal["raise"] = ..., prefetch: int | None = ..., progress: bool = ...) -> Run[R]: ...
+         on_error: Literal["raise"] = ..., prefetch: int | None = ..., progress: object = ...) -> Run[R]: ...
 @overload
 def imap(fn: Callable[[T], Awaitable[R]], items: Iterable[T], *, mode: ModeLike = ..., workers: int | None = ...,
          chunksize: Chunksize = ..., ordered: bool = ..., timeout: float | None = ..., retries: int = ...,
          retry_on: type[BaseException] | tuple[type[BaseException], ...] = ..., rate: float | str | None = ...,
          backoff: float = ...,
-         on_error: Literal["collect"], prefetch: int | None = ..., progress: bool = ...) -> Run[Outcome[R]]: ...
+         on_error: Literal["collect"], prefetch: int | None = ..., progress: object = ...) -> Run[Outcome[R]]: ...
 @overload
 def imap(fn: Callable[[T], R], items: Iterable[T], *, mode: ModeLike = ..., workers: int | None = ...,
          chunksize: Chunksize = ..., ordered: bool = ..., timeout: float | None = ..., retries: int = ...,
          retry_on: type[BaseException] | tuple[type[BaseException], ...] = ..., rate: float | str | None = ...,
          backoff: float = ...,
-         on_error: Literal["raise"] = ..., prefetch: int | None = ..., progress: bool = ...) -> Run[R]: ...
+         on_error: Literal["raise"] = ..., prefetch: int | None = ..., progress: object = ...) -> Run[R]: ...
 @overload
 def imap(fn: Callable[[T], R], items: Iterable[T], *, mode: ModeLike = ..., workers: int | None = ...,
          chunksize: Chunksize = ..., ordered: bool = ..., timeout: float | None = ..., retries: int = ...,
          retry_on: type[BaseException] | tuple[type[BaseException], ...] = ..., rate: float | str | None = ...,
          backoff: float = ...,
-         on_error: Literal["collect"], prefetch: int | None = ..., progress: bool = ...) -> Run[Outcome[R]]: ...
+         on_error: Literal["collect"], prefetch: int | None = ..., progress: object = ...) -> Run[Outcome[R]]: ...
 def imap(
     fn: Callable[[T], Any],
     items: Iterable[T],
@@ -172,7 +176,7 @@ def imap(
     backoff: float = 0.0,
     on_error: OnError = "raise",
     prefetch: int | None = None,
-    progress: bool = False,
+    progress: object = False,
     _loop: Any = None,
     _loop_thread: int | None = None,
 ) -> Run[Any]:
@@ -200,7 +204,9 @@ def imap(
         on_error: "raise" - the first failure cancels the rest and raises ``TaskError``;
             "collect" - yield an ``Outcome`` for every item, failed or not.
         prefetch: batches per worker kept in flight (default: 2; 1 for async).
-        progress: show a progress bar on the terminal.
+        progress: True for a progress bar (a log line every few seconds when not on a terminal);
+            a callable, called with a ``ProgressUpdate`` after each finished batch; or an object
+            with ``update(n)`` such as a ``tqdm`` bar, advanced by finished tasks.
 
     Returns:
         A ``Run``: iterate it; ``.statistics()``, ``.advice`` and ``.cancel()`` describe and control it.
@@ -212,7 +218,7 @@ def imap(
     """
     fixed, retry_classes = validate(
         fn, workers=workers, chunksize=chunksize, timeout=timeout, retries=retries, retry_on=retry_on,
-        on_error=on_error, prefetch=prefetch, ordered=ordered, rate=rate, backoff=backoff,
+        on_error=on_error, prefetch=prefetch, ordered=ordered, rate=rate, backoff=backoff, progress=progress,
     )
     per_second = parse_rate(rate)
     try:
@@ -249,11 +255,10 @@ def imap(
         backend: Backend = AsyncBackend(workers, loop=_loop, loop_thread=_loop_thread, debug=parsed.debugging)
     else:
         backend = get_backend(parsed, workers)
-    listener = None
-    if progress:
-        from ._progress import ProgressBar
+    from ._progress import make_listener
 
-        listener = ProgressBar(_name(fn), parsed.name, workers, None if total is None else total + len(head or ()))
+    listener = make_listener(progress, _name(fn), parsed.name, workers,
+                             None if total is None else total + len(head or ()))
     run: Run[Any] = Run(
         fn,
         source,
@@ -337,25 +342,25 @@ def map(fn: Callable[[T], Awaitable[R]], items: Iterable[T], *, mode: ModeLike =
         chunksize: Chunksize = ..., ordered: bool = ..., timeout: float | None = ..., retries: int = ...,
         retry_on: type[BaseException] | tuple[type[BaseException], ...] = ..., rate: float | str | None = ...,
         backoff: float = ...,
-        on_error: Literal["raise"] = ..., prefetch: int | None = ..., progress: bool = ...) -> list[R]: ...
+        on_error: Literal["raise"] = ..., prefetch: int | None = ..., progress: object = ...) -> list[R]: ...
 @overload
 def map(fn: Callable[[T], Awaitable[R]], items: Iterable[T], *, mode: ModeLike = ..., workers: int | None = ...,
         chunksize: Chunksize = ..., ordered: bool = ..., timeout: float | None = ..., retries: int = ...,
         retry_on: type[BaseException] | tuple[type[BaseException], ...] = ..., rate: float | str | None = ...,
         backoff: float = ...,
-        on_error: Literal["collect"], prefetch: int | None = ..., progress: bool = ...) -> list[Outcome[R]]: ...
+        on_error: Literal["collect"], prefetch: int | None = ..., progress: object = ...) -> list[Outcome[R]]: ...
 @overload
 def map(fn: Callable[[T], R], items: Iterable[T], *, mode: ModeLike = ..., workers: int | None = ...,
         chunksize: Chunksize = ..., ordered: bool = ..., timeout: float | None = ..., retries: int = ...,
         retry_on: type[BaseException] | tuple[type[BaseException], ...] = ..., rate: float | str | None = ...,
         backoff: float = ...,
-        on_error: Literal["raise"] = ..., prefetch: int | None = ..., progress: bool = ...) -> list[R]: ...
+        on_error: Literal["raise"] = ..., prefetch: int | None = ..., progress: object = ...) -> list[R]: ...
 @overload
 def map(fn: Callable[[T], R], items: Iterable[T], *, mode: ModeLike = ..., workers: int | None = ...,
         chunksize: Chunksize = ..., ordered: bool = ..., timeout: float | None = ..., retries: int = ...,
         retry_on: type[BaseException] | tuple[type[BaseException], ...] = ..., rate: float | str | None = ...,
         backoff: float = ...,
-        on_error: Literal["collect"], prefetch: int | None = ..., progress: bool = ...) -> list[Outcome[R]]: ...
+        on_error: Literal["collect"], prefetch: int | None = ..., progress: object = ...) -> list[Outcome[R]]: ...
 def map(fn: Callable[[T], Any], items: Iterable[T], **options: Any) -> list[Any]:
     """Apply ``fn`` to every item and return the results as a list: ``list(imap(...))``.
 

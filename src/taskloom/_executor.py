@@ -16,8 +16,10 @@ from typing import Any, ParamSpec, TypeVar
 from ._api import validate
 from ._errors import TaskError
 from ._modes import Async, ModeLike, Processes, Threads, parse_mode
-from ._outcome import Outcome, RunStatistics
+from ._outcome import Outcome
+from ._stats import RunStatistics
 from ._pools import get_backend
+from ._progress import make_listener
 from ._scheduler import PushSource, Run
 
 __all__ = ["Executor"]
@@ -73,6 +75,7 @@ class Executor(concurrent.futures.Executor):
         workers: worker count (or concurrency cap for async).
         timeout: seconds one task may run (it then fails with ``TaskTimeout``).
         retries: extra attempts for a task that raised.
+        progress: as for ``map``: True for a bar of finished tasks, a callback, or a tqdm-like object.
 
     Example::
 
@@ -83,10 +86,11 @@ class Executor(concurrent.futures.Executor):
     """
 
     def __init__(self, mode: ModeLike, *, workers: int | None = None, timeout: float | None = None,
-                 retries: int = 0) -> None:
+                 retries: int = 0, progress: object = False) -> None:
         parsed = parse_mode(mode, allow_auto=False)
         validate(_call, workers=workers, chunksize="auto", timeout=timeout, retries=retries,
-                 retry_on=Exception, on_error="collect", prefetch=None, ordered=False)
+                 retry_on=Exception, on_error="collect", prefetch=None, ordered=False, progress=progress)
+        self._progress = progress
         self._mode = parsed
         self._workers = workers if workers is not None else parsed.default_workers()
         self._timeout = timeout
@@ -147,6 +151,7 @@ class Executor(concurrent.futures.Executor):
                     prefetch=None,
                     crash_retries=self._mode.crash_retries if isinstance(self._mode, Processes) else 0,
                     context=_context() if isinstance(self._mode, Threads | Async) else None,
+                    listener=make_listener(self._progress, "Executor", self._mode.name, self._workers, None),
                 )
                 self._driver = threading.Thread(target=self._drive, name="taskloom-executor", daemon=True)
                 self._driver.start()

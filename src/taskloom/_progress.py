@@ -76,3 +76,58 @@ class ProgressBar:
             else:
                 rate = self.done / max(time.perf_counter() - self._t0, 1e-9)
                 print(self.line(rate), file=sys.stderr, flush=True)
+
+
+class _Callback:
+    """``progress=callable``: called with a ``ProgressUpdate`` after each finished batch."""
+
+    def __init__(self, fn: Any, mode: str, workers: int, total: int | None) -> None:
+        from ._stats import ProgressUpdate
+
+        self._make = ProgressUpdate
+        self.fn, self.mode, self.workers, self.total = fn, mode, workers, total
+        self.done = self.failed = 0
+        self._t0 = time.perf_counter()
+
+    def update(self, done: int, failed: int) -> None:
+        self.done += done
+        self.failed += failed
+        self.fn(self._make(self.done, self.failed, self.total, time.perf_counter() - self._t0, self.mode, self.workers))
+
+    def close(self) -> None:
+        pass
+
+
+class _TqdmLike:
+    """``progress=tqdm(...)`` or anything with ``update(n)``: advanced by finished tasks.
+
+    Its ``total`` is filled in when it has none and the run knows one. It is the caller's object,
+    so taskloom does not close it.
+    """
+
+    def __init__(self, bar: Any, total: int | None) -> None:
+        self.bar = bar
+        if total is not None and getattr(bar, "total", 0) is None:
+            bar.total = total
+
+    def update(self, done: int, failed: int) -> None:
+        self.bar.update(done)
+
+    def close(self) -> None:
+        refresh = getattr(self.bar, "refresh", None)
+        if callable(refresh):
+            refresh()
+
+
+def make_listener(progress: object, name: str, mode: str, workers: int, total: int | None) -> Any:
+    """The listener for ``progress=``: True (a bar), a callback, a tqdm-like object, or nothing."""
+    if progress is None or progress is False:
+        return None
+    if progress is True:
+        return ProgressBar(name, mode, workers, total)
+    if callable(getattr(progress, "update", None)):
+        return _TqdmLike(progress, total)
+    if callable(progress):
+        return _Callback(progress, mode, workers, total)
+    raise TypeError(f"progress must be True, False, a callable or an object with update(n) (like tqdm), "
+                    f"got {progress!r}")

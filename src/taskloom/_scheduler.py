@@ -41,7 +41,8 @@ from ._errors import (
     WorkerCrashed,
     short_repr,
 )
-from ._outcome import Outcome, RunStatistics
+from ._outcome import Outcome
+from ._stats import Recorder, RunStatistics
 
 __all__ = ["Run"]
 
@@ -251,14 +252,9 @@ class Run(Generic[T]):
         self._deferred: list[tuple[float, int, _Group, list[int]]] = []  # (due, seq, group, positions)
         self._deferred_seq = itertools.count()
         self._deviations = 0  # batches in a row whose task time differs from the sample's
-        # statistics
-        self._t0 = time.perf_counter()
-        self._completed = 0
-        self._failed = 0
-        self._retried = 0
-        self._batches = 0
-        self._task_time = 0.0
-        self._per_worker: collections.Counter[str] = collections.Counter()
+        self._stats = Recorder()
+        self._reported = (0, 0)  # (done, failed) last told to the listener
+        self._left_at = 0.0  # when the consumer last took a block (0: not yet)
         backend.prepare(self._job)
         if head:
             self._add_head(head)
@@ -311,21 +307,10 @@ class Run(Generic[T]):
         self._sink.put(_Wake())
 
     def statistics(self) -> RunStatistics:
-        """A snapshot of the run's counters (safe to call while it runs)."""
+        """A snapshot of the run's numbers, safe to call while it runs; ``.summary()`` prints them."""
         with self._lock:
-            return RunStatistics(
-                mode=self.mode,
-                workers=self.workers,
-                submitted=self._next_index,
-                completed=self._completed,
-                failed=self._failed,
-                retried=self._retried,
-                batches=self._batches,
-                chunksize=self._chunker.last,
-                elapsed=time.perf_counter() - self._t0,
-                task_time=self._task_time,
-                per_worker=dict(self._per_worker),
-            )
+            return self._stats.snapshot(mode=self.mode, workers=self.workers, submitted=self._next_index,
+                                        chunksize=self._chunker.last)
 
     # -- consumption ---------------------------------------------------------------------------
     def _iterate(self) -> Iterator[T]:
@@ -359,6 +344,15 @@ class Run(Generic[T]):
 
     def _next_block(self) -> list[Any] | None:
         """The next list of results to hand out, or None at the end. Raises on failure."""
+        if self._left_at:  # the caller was busy with its own work since the last block
+            self._stats.consumer_time += time.perf_counter() - self._left_at
+        try:
+            block = self._next_block_inner()
+        finally:
+            self._left_at = time.perf_counter()
+        return block
+
+    def _next_block_inner(self) -> list[Any] | None:
         try:
             while True:
                 with self._lock:
@@ -371,8 +365,11 @@ class Run(Generic[T]):
                         raise failure
                     if self._done:
                         return None
+                    t_work = time.perf_counter()
+                    waited = self._stats.input_wait
                     self._release_deferred()
                     self._fill()
+                    self._stats.dispatch_time += time.perf_counter() - t_work - (self._stats.input_wait - waited)
                     if self._open == 0 and self._source is None:
                         self._done = True
                         self._close_listener()
@@ -388,6 +385,7 @@ class Run(Generic[T]):
                 except queue.Empty:
                     event = None
                 with self._lock:
+                    t_work = time.perf_counter()
                     if event is not None:
                         self._handle(event)
                         # Drain whatever else arrived, without blocking: fewer lock round trips.
@@ -397,6 +395,8 @@ class Run(Generic[T]):
                             except queue.Empty:
                                 break
                     self._check_deadlines()
+                    self._notify()
+                    self._stats.dispatch_time += time.perf_counter() - t_work
         except BaseException:
             # KeyboardInterrupt, an error in the input, a task failure with on_error="raise":
             # nothing of this run may keep running.
@@ -444,7 +444,11 @@ class Run(Generic[T]):
                 else:
                     # extend() keeps what it appended before the input raised: those items were
                     # taken from the input, so they run (on_error="collect") and are not lost.
-                    items.extend(itertools.islice(self._source, size))
+                    t_in = time.perf_counter()
+                    try:
+                        items.extend(itertools.islice(self._source, size))
+                    finally:
+                        self._stats.input_wait += time.perf_counter() - t_in
             except Exception as exc:
                 # The input raised: no more input is pulled; what is in flight ends per on_error.
                 self._source = None
@@ -478,7 +482,7 @@ class Run(Generic[T]):
             per_item_timing=self._collect,
         )
         self._flights[batch.id] = _Flight(batch, group, positions, self._backend)
-        self._batches += 1
+        self._stats.batches += 1
         self._backend.submit(batch)
 
     def _add_head(self, head: list[tuple[Any, Any, ItemError | None, float]]) -> None:
@@ -490,14 +494,15 @@ class Run(Generic[T]):
         if self._ordered:
             self._groups.append(group)
         for pos, (_item, _value, error, duration) in enumerate(head):
-            self._task_time += duration
-            self._per_worker["caller"] += 1
+            self._stats.batch("caller", 1, duration, None)
+            self._stats.task(pos, _item, duration)
             if error is None:
                 self._resolve(group, pos)
             else:
                 self._item_failed(group, pos, error, duration, attempts_so_far=1)
         self._chunker.observe(len(head), sum(h[3] for h in head))
         self._deliver(group)
+        self._notify()
 
     # -- events ------------------------------------------------------------------------------
     def _handle(self, event: Event | _Wake) -> None:
@@ -521,10 +526,14 @@ class Run(Generic[T]):
         group, positions = flight.group, flight.positions
         n = len(event.values)
         self._chunker.observe(n, event.elapsed)
-        if self._reconsider is not None and self._completed + self._failed >= RECONSIDER_AFTER:
+        if self._reconsider is not None and self._stats.completed + self._stats.failed >= RECONSIDER_AFTER:
             self._maybe_switch(event.elapsed / max(n, 1))
-        self._task_time += event.elapsed
-        self._per_worker[event.worker] += n
+        self._stats.batch(event.worker, n, event.elapsed, event.durations)
+        if n == 1 or event.durations is not None:
+            base = list(positions) if positions is not None else range(n)
+            for i in range(n):
+                self._stats.task(group.start + base[i], group.items[base[i]],
+                                 event.durations[i] if event.durations is not None else event.elapsed)
         timeout = self._timeout
         if timeout is not None and n == 1 and event.elapsed > timeout and not event.errors:
             # The backend could not interrupt it (sequential) or it finished just too late.
@@ -543,7 +552,7 @@ class Run(Generic[T]):
             if durations is not None:
                 group.durations = durations
             group.remaining = 0
-            self._completed += n
+            self._stats.completed += n
             return
         if group.durations is None and self._collect:
             group.durations = [0.0] * len(group.items)
@@ -578,6 +587,8 @@ class Run(Generic[T]):
             )
             self._cancel_flights()
             return
+        if event.reason == "crash":
+            self._stats.crashed += 1
         for pos in positions:
             if event.reason == "crash":
                 history = group.crashes.setdefault(pos, [])
@@ -585,7 +596,7 @@ class Run(Generic[T]):
                 error: ItemError | TaskError = self._crash_error(group, pos, event, history)
                 if len(history) <= self._crash_retries:
                     group.attempts[pos] = group.attempts.get(pos, 1) + 1
-                    self._retried += 1
+                    self._stats.retried += 1
                     self._submit(group, [pos])
                     continue
                 self._final_failure(group, pos, error, 0.0)
@@ -626,7 +637,7 @@ class Run(Generic[T]):
             return
         backend, advice = choice
         log.info("taskloom auto mode switches from %s to %s after %d tasks: %s",
-                 self.mode, backend.name, self._completed + self._failed, advice)
+                 self.mode, backend.name, self._stats.completed + self._stats.failed, advice)
         backend.prepare(self._job)
         self._backend, self.advice = backend, advice
         self.mode, self.workers = backend.name, backend.workers
@@ -649,7 +660,7 @@ class Run(Generic[T]):
     # -- per-item accounting -----------------------------------------------------------------
     def _resolve(self, group: _Group, pos: int) -> None:
         group.remaining -= 1
-        self._completed += 1
+        self._stats.completed += 1
 
     def _item_failed(
         self, group: _Group, pos: int, error: ItemError | TaskError, duration: float, attempts_so_far: int | None = None
@@ -660,7 +671,7 @@ class Run(Generic[T]):
             original, SerializationError
         ):
             group.attempts[pos] = attempts + 1
-            self._retried += 1
+            self._stats.retried += 1
             if self._backoff > 0 or self._bucket is not None:
                 due = time.monotonic() + backoff_delay(self._backoff, attempts)
                 heapq.heappush(self._deferred, (due, next(self._deferred_seq), group, [pos]))
@@ -674,7 +685,7 @@ class Run(Generic[T]):
         group.errors[pos] = task_error
         group.values[pos] = None
         group.remaining -= 1
-        self._failed += 1
+        self._stats.failed += 1
         if not self._collect and self._failure is None:
             self._failure = task_error
             self._halt_at(group, pos)
@@ -764,10 +775,18 @@ class Run(Generic[T]):
         elif group is not None and group.remaining == 0:
             self._emit(group)
 
+    def _notify(self) -> None:
+        """Tell the listener (a progress display) how many more tasks ended since last time."""
+        if self._listener is None:
+            return
+        done, failed = self._stats.completed + self._stats.failed, self._stats.failed
+        last_done, last_failed = self._reported
+        if done != last_done:
+            self._reported = (done, failed)
+            self._listener.update(done - last_done, failed - last_failed)
+
     def _emit(self, group: _Group) -> None:
         self._open -= 1
-        if self._listener is not None:
-            self._listener.update(len(group.items), len(group.errors))
         if self._collect:
             durations = group.durations or [0.0] * len(group.items)
             block = [

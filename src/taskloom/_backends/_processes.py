@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import logging
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -140,8 +141,11 @@ class ProcessBackend(Backend):
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                     "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
             env[var] = os.environ.get(var, share)
+        # Workers ship log records at the level the parent's root logger has now: below it the
+        # parent would drop them anyway, so they need not cross the pipe.
         return W.WorkerConfig(init, cfg.max_tasks_per_worker, parse_size(cfg.max_memory, "max_memory"),
-                              parse_size(cfg.max_result_size, "max_result_size"), env)
+                              parse_size(cfg.max_result_size, "max_result_size"), env,
+                              logging.getLogger().getEffectiveLevel())
 
     def _wake_locked(self) -> None:
         if not self._wake_pending:
@@ -328,6 +332,8 @@ class ProcessBackend(Backend):
                 if batch.id == batch_id:
                     batch.sink.put(Started(batch_id, time.monotonic(), str(w.pid)))
                     break
+        elif op == W.OP_LOG:
+            _relay_log(msg)
         elif op == W.OP_READY:
             w.ready = True
             self._start_failures = 0
@@ -432,6 +438,17 @@ class ProcessBackend(Backend):
         for conn in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 conn.close()
+
+
+def _relay_log(msg: bytes) -> None:
+    """A worker's log record, handed to the parent's logger of the same name."""
+    try:
+        record = logging.makeLogRecord(pickle.loads(memoryview(msg)[1:]))
+    except Exception:  # a garbled record must not take the pool down
+        return
+    logger = logging.getLogger(record.name)
+    if logger.isEnabledFor(record.levelno):
+        logger.handle(record)  # record.process is the worker's pid
 
 
 def pickle_function(job: Job) -> bytes:

@@ -17,6 +17,7 @@ Wire format: every message is ``op byte + struct header + pickle payload`` (see 
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import queue
@@ -43,6 +44,7 @@ OP_STARTED = b"S"  # <q batch_id>
 OP_RESULT = b"R"  # <q batch_id, d elapsed> + pickled (values, errors, durations)
 OP_LOST = b"L"  # <q batch_id> + reason byte + detail text: the batch could not run as a whole
 OP_RETIRE = b"Q"  # finished its quota (tasks or memory): the parent re-queues what it sent after
+OP_LOG = b"G"  # a pickled LogRecord dict: the parent hands it to its own logger of that name
 
 FLAG_TIMED = 1
 FLAG_PER_ITEM = 2
@@ -67,7 +69,9 @@ class WorkerConfig:
         max_memory: int | None,
         max_result_size: int | None,
         env: dict[str, str],
+        log_level: int = 30,
     ) -> None:
+        self.log_level = log_level  # records at or above it go to the parent's handlers
         self.initializer = initializer
         self.max_tasks = max_tasks
         self.max_memory = max_memory
@@ -180,7 +184,14 @@ def main(conn: Connection, config: WorkerConfig) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.update(config.env)
     _reseed()
-    send = conn.send_bytes
+    lock = threading.Lock()
+
+    def send(data: bytes) -> None:
+        # The main thread sends results; a task's own threads may send log records meanwhile.
+        with lock:
+            conn.send_bytes(data)
+
+    _ship_logs(send, config.log_level)
     if config.initializer is not None:
         try:
             init, initargs = pickle.loads(config.initializer)
@@ -263,6 +274,35 @@ def main(conn: Connection, config: WorkerConfig) -> None:
             send(OP_RETIRE)
             break
     conn.close()
+
+
+class _ParentHandler(logging.Handler):
+    """Sends each log record to the parent, where it reaches the handlers the user configured."""
+
+    def __init__(self, send: Callable[[bytes], None]) -> None:
+        super().__init__()
+        self._send = send
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            state = dict(record.__dict__)
+            state["msg"] = record.getMessage()  # args may not pickle: send the formatted text
+            state["args"] = None
+            if record.exc_info:
+                state["exc_text"] = logging.Formatter().formatException(record.exc_info)
+            state["exc_info"] = None
+            self._send(OP_LOG + pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+        except Exception:
+            self.handleError(record)
+
+
+def _ship_logs(send: Callable[[bytes], None], level: int) -> None:
+    """Log records from tasks go to the parent, not to this process's stderr."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.addHandler(_ParentHandler(send))
+    root.setLevel(level)
 
 
 def _reseed() -> None:
