@@ -16,3 +16,20 @@ def wait(record: Any) -> Any:
 
 
 NOT_CALLABLE = 42
+
+
+def inc(line: str) -> int:
+    return int(line) + 1
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+def slow_inc(line: str) -> int:
+    time.sleep(0.01)
+    return int(line) + 1
+
+
+def row_total(row: dict[str, str]) -> int:
+    return int(row["a"]) + int(row["b"])

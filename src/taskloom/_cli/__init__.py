@@ -1,4 +1,4 @@
-"""The ``taskloom`` command: ``taskloom info``, ``taskloom bench`` and ``taskloom advise``.
+"""The ``taskloom`` command: ``info``, ``bench``, ``advise`` and ``map``.
 
 ``main(argv)`` parses the arguments, runs one subcommand and returns the exit code; it never calls
 ``sys.exit`` itself (argparse's own exits, for ``--help``, ``--version`` and usage errors, are turned
@@ -22,6 +22,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
     return value
 
 
@@ -127,6 +137,33 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how many tasks the real job has (default: assume 10,000)")
     advise.add_argument("--json", action="store_true", help="print the advice as JSON")
     advise.set_defaults(handler="advise")
+
+    mapper = commands.add_parser(
+        "map", help="run package.module:function over every record of INPUT, resumably",
+        description="Apply package.module:function to each record of INPUT (JSON lines, CSV rows as dicts, or "
+                    "plain lines; '-' for stdin) and write one JSON line per record to OUTPUT as results come: "
+                    '{"index", "input", "value"} or {"index", "input", "error": {"type", "message", "traceback"}}. '
+                    "Exit status: 0 all succeeded, 1 some failed, 2 bad usage.",
+    )
+    mapper.add_argument("function", metavar="package.module:function")
+    mapper.add_argument("input", metavar="INPUT")
+    mapper.add_argument("-o", "--output", default=None, metavar="OUTPUT", help="JSON lines out (default: stdout)")
+    mapper.add_argument("--format", choices=("jsonl", "csv", "lines"), default=None,
+                        help="input format (default: by extension; plain lines otherwise)")
+    mapper.add_argument("--star", action="store_true", help="unpack each record (a JSON list) as the arguments")
+    mapper.add_argument("--mode", type=_choices("mode", _mode_names), default=["auto"], metavar="MODE",
+                        help=f"one of: {', '.join(_mode_names())} (default auto)")
+    mapper.add_argument("--workers", type=_positive_int, default=None, metavar="N")
+    mapper.add_argument("--timeout", type=_positive_float, default=None, metavar="SECONDS", help="per task")
+    mapper.add_argument("--retries", type=_non_negative_int, default=0, metavar="N")
+    order = mapper.add_mutually_exclusive_group()
+    order.add_argument("--ordered", dest="ordered", action="store_true", default=True,
+                       help="write results in input order (default)")
+    order.add_argument("--unordered", dest="ordered", action="store_false", help="write results as they finish")
+    mapper.add_argument("--progress", action="store_true", help="a progress bar on stderr")
+    mapper.add_argument("--resume", action="store_true",
+                        help="skip the records whose index OUTPUT already holds (append to it)")
+    mapper.set_defaults(handler="map")
     return parser
 
 
@@ -156,6 +193,20 @@ def main(argv: list[str] | None = None) -> int:
             from ._info import run_info
 
             return run_info(as_json=args.json)
+        if args.handler == "map":
+            from ._inputs import InputError
+            from ._map import run_map
+
+            if len(args.mode) != 1:
+                print("taskloom map: --mode takes one mode", file=sys.stderr)
+                return 2
+            try:
+                return run_map(args.function, args.input, output=args.output, fmt=args.format, star=args.star,
+                               mode=args.mode[0], workers=args.workers, timeout=args.timeout, retries=args.retries,
+                               ordered=args.ordered, progress=args.progress, resume=args.resume)
+            except InputError as exc:
+                print(f"taskloom map: {exc}", file=sys.stderr)
+                return 2
         if args.handler == "advise":
             from ._advise import run_advise
             from ._inputs import InputError
