@@ -14,6 +14,18 @@ from typing import Any
 LOG_EVERY = 5.0  # seconds between lines when not on a terminal
 
 
+def _rich_display() -> bool:
+    """A terminal, or Jupyter (where stderr is no terminal but rich renders anyway)."""
+    if sys.stderr.isatty():
+        return True
+    try:
+        from IPython import get_ipython  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
 class ProgressBar:
     """Listens to a run: ``update(done, failed)`` per finished block, ``close()`` at the end."""
 
@@ -26,7 +38,7 @@ class ProgressBar:
         self._closed = False
         self._progress: Any = None
         self._task: Any = None
-        if sys.stderr.isatty():
+        if _rich_display():
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
