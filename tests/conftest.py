@@ -11,6 +11,7 @@ import contextlib
 import os
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import psutil
 import pytest
@@ -52,7 +53,16 @@ def leftover_children() -> list[psutil.Process]:
         children = psutil.Process(me).children(recursive=True)
     except psutil.NoSuchProcess:  # pragma: no cover
         return []
-    return [p for p in children if _alive(p) and not _is_shared_helper(p, me)]
+    session = _session_pids()
+    return [p for p in children if _alive(p) and not _is_shared_helper(p, me) and p.pid not in session
+            and not _in_session_tree(p, session)]
+
+
+def _in_session_tree(proc: psutil.Process, session: set[int]) -> bool:
+    try:
+        return any(parent.pid in session for parent in proc.parents())
+    except psutil.Error:
+        return False
 
 
 def _describe(procs: list[psutil.Process]) -> str:
@@ -89,6 +99,45 @@ def _no_child_left_behind() -> Iterator[None]:
 
 
 @pytest.fixture(params=MODES, ids=list(MODES))
-def backend(request: pytest.FixtureRequest) -> str:
-    """The engine name for the shared behaviour tests: use ``task_for(backend, fn)`` for the task."""
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The engine name for the shared behaviour tests: use ``task_for(backend, fn)`` for the task.
+
+    For "dask" the runs reach one session-wide cluster by address (TASKLOOM_DASK_ADDRESS), so each
+    test connects and disconnects a client of its own without restarting a cluster each time.
+    """
+    if request.param == "dask":
+        monkeypatch.setenv("TASKLOOM_DASK_ADDRESS", request.getfixturevalue("dask_cluster"))
     return str(request.param)
+
+
+#: Pids of long-lived processes that belong to session fixtures, not to any one test.
+SESSION_PIDS: set[int] = set()
+#: The session's Dask cluster: its nannies restart killed workers, and those pids count as its own.
+SESSION_CLUSTERS: list[Any] = []
+
+
+def _session_pids() -> set[int]:
+    pids = set(SESSION_PIDS)
+    for cluster in SESSION_CLUSTERS:
+        pids.update(pid for nanny in list(cluster.workers.values()) if (pid := getattr(nanny, "pid", None)))
+    return pids
+
+
+@pytest.fixture(scope="session")
+def dask_cluster() -> Iterator[str]:
+    """A real Dask LocalCluster (2 worker processes) for the whole session; its address."""
+    import logging
+
+    from distributed import LocalCluster
+
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                           silence_logs=logging.ERROR)
+    SESSION_PIDS.update(p.pid for p in psutil.Process().children(recursive=True) if p.pid not in before)
+    SESSION_CLUSTERS.append(cluster)
+    try:
+        yield str(cluster.scheduler_address)
+    finally:
+        SESSION_CLUSTERS.clear()
+        cluster.close()
+        SESSION_PIDS.clear()

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-MODES = ("sequential", "threads", "processes", "async")
+MODES = ("sequential", "threads", "processes", "async", "dask")
 
 #: A context variable the thread/async context tests set in the caller and read in a task.
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("REQUEST_ID", default="unset")

@@ -257,7 +257,7 @@ def imap(
         backend = get_backend(parsed, workers)
     from ._progress import make_listener
 
-    listener = make_listener(progress, _name(fn), parsed.name, workers,
+    listener = make_listener(progress, _name(fn), parsed.name, backend.workers,
                              None if total is None else total + len(head or ()))
     run: Run[Any] = Run(
         fn,

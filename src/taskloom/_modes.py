@@ -15,9 +15,9 @@ from typing import Any, Literal, TypeAlias
 
 from ._system import ASYNC_DEFAULT_WORKERS, default_threads, usable_cpus
 
-__all__ = ["Async", "Auto", "Mode", "ModeLike", "Processes", "Sequential", "Threads", "parse_mode"]
+__all__ = ["Async", "Auto", "Dask", "Mode", "ModeLike", "Processes", "Sequential", "Threads", "parse_mode"]
 
-MODE_NAMES = ("sequential", "threads", "processes", "async", "auto")
+MODE_NAMES = ("sequential", "threads", "processes", "async", "dask", "auto")
 
 
 @dataclass(frozen=True)
@@ -140,6 +140,34 @@ class Async:
 
 
 @dataclass(frozen=True)
+class Dask:
+    """Run tasks on a Dask ``distributed`` cluster (the ``taskloom[dask]`` extra).
+
+    Args:
+        address: a running scheduler, e.g. ``"tcp://scheduler:8786"`` (default: the
+            ``TASKLOOM_DASK_ADDRESS`` environment variable, else an embedded ``LocalCluster`` with
+            one process per usable CPU, started once and reused).
+        client: an existing ``distributed.Client`` to use instead; taskloom never closes it.
+
+    Without ``workers``, a run keeps as many batches in flight as the cluster has threads.
+    """
+
+    address: str | None = None
+    client: Any = field(default=None, compare=False)
+    name: Literal["dask"] = field(default="dask", init=False, repr=False)
+
+    def __hash__(self) -> int:
+        return hash((self.address, id(self.client)))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Dask) and (self.address, self.client is None or id(self.client)) == (
+            other.address, other.client is None or id(other.client))
+
+    def default_workers(self) -> int:
+        return 0  # the cluster's thread count, known once connected
+
+
+@dataclass(frozen=True)
 class Auto:
     """Measure the first task and choose the mode (see ``taskloom.advise``)."""
 
@@ -149,7 +177,7 @@ class Auto:
         return usable_cpus()
 
 
-Mode: TypeAlias = Sequential | Threads | Processes | Async | Auto
+Mode: TypeAlias = Sequential | Threads | Processes | Async | Dask | Auto
 ModeLike: TypeAlias = str | Mode
 
 _BY_NAME: dict[str, Callable[[], Mode]] = {
@@ -157,23 +185,19 @@ _BY_NAME: dict[str, Callable[[], Mode]] = {
     "threads": Threads,
     "processes": Processes,
     "async": Async,
+    "dask": Dask,
     "auto": Auto,
 }
 
 
 def parse_mode(mode: ModeLike, *, allow_auto: bool = True) -> Mode:
     """Turn a mode string or object into a mode object, or raise ValueError naming the choices."""
-    if isinstance(mode, Sequential | Threads | Processes | Async | Auto):
+    if isinstance(mode, Sequential | Threads | Processes | Async | Dask | Auto):
         if isinstance(mode, Auto) and not allow_auto:
             raise ValueError("mode 'auto' is not valid here: choose 'sequential', 'threads', 'processes' or 'async'")
         return mode
     if isinstance(mode, str):
         key = mode.strip().lower()
-        if key == "dask":
-            raise ValueError(
-                "mode 'dask' is not available in this version of taskloom; "
-                f"choose one of {', '.join(MODE_NAMES)}"
-            )
         if key in _BY_NAME and (allow_auto or key != "auto"):
             return _BY_NAME[key]()
         names = [n for n in MODE_NAMES if allow_auto or n != "auto"]

@@ -13,11 +13,12 @@ import asyncio
 import atexit
 import multiprocessing.util  # noqa: F401 - see the module docstring
 import os
+import sys
 import threading
 from collections.abc import Callable, Hashable
 
 from ._backends._base import Backend, nesting_depth
-from ._modes import Async, Mode, Processes, Sequential, Threads
+from ._modes import Async, Dask, Mode, Processes, Sequential, Threads
 
 _lock = threading.Lock()
 _pools: dict[Hashable, Backend] = {}
@@ -61,6 +62,10 @@ def _create(mode: Mode, workers: int, depth: int) -> Backend:
         from ._backends._processes import ProcessBackend
 
         return ProcessBackend(mode, workers)
+    if isinstance(mode, Dask):
+        from ._backends._dask import DaskBackend
+
+        return DaskBackend(mode, workers or None)
     if isinstance(mode, Async):
         from ._backends._asyncio import AsyncBackend
 
@@ -91,6 +96,9 @@ def shutdown() -> None:
         _keep.clear()
     for backend in pools:
         backend.close()
+    dask = sys.modules.get("taskloom._backends._dask")
+    if dask is not None:  # an Executor or run may have connected without a pooled backend left
+        dask.close_all()
 
 
 def live_backends() -> list[Backend]:

@@ -735,7 +735,7 @@ class Run(Generic[T]):
         self, group: _Group, pos: int, event: Lost, history: list[tuple[int, int | None]]
     ) -> WorkerCrashed:
         index = group.start + pos
-        runs = "; ".join(f"pid {pid}: {_exit_text(code)}" for pid, code in history)
+        runs = "; ".join(f"pid {pid}: {_exit_text(code)}" if pid else "a remote worker" for pid, code in history)
         return WorkerCrashed(
             f"task {index} ({self._job.name}) on item {short_repr(group.items[pos])} crashed its worker "
             f"{len(history)} time(s) ({runs}). {event.detail}",

@@ -1,0 +1,152 @@
+"""The Dask backend: batches run as Dask tasks on a ``distributed`` cluster.
+
+One Dask task per batch, so tiny tasks are not each a scheduler round trip (Dask's own overhead
+is ~1 ms a task). Where the cluster comes from:
+
+* ``Dask(client=...)``: your client; taskloom never closes it;
+* ``Dask(address=...)`` or ``TASKLOOM_DASK_ADDRESS``: a running scheduler; taskloom closes only
+  the client it opened, never the cluster;
+* neither: an embedded ``LocalCluster`` (processes, one single-threaded worker per usable CPU),
+  started once, reused, and closed by ``taskloom.shutdown()`` or at interpreter exit.
+
+What Dask cannot do, said plainly: a running Dask task cannot be stopped, so a ``timeout`` is
+reported on time (measured from submission) while the task itself runs on; and a worker's death
+is Dask's to handle (it reschedules; after ``distributed.scheduler.allowed-failures`` it reports
+``KilledWorker``, which becomes ``WorkerCrashed`` here).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+from .._modes import Dask
+from .._system import usable_cpus
+from ._base import Backend, Batch, Done, ItemError, Lost, Started, run_items
+
+ADDRESS_ENV = "TASKLOOM_DASK_ADDRESS"
+
+
+def _run_batch(fn: Any, items: list[Any], per_item_timing: bool) -> tuple[Any, ...]:
+    """Runs on a Dask worker: the same loop as every other backend, errors made portable."""
+    from ._worker import _portable_exception
+
+    values, errors, durations, elapsed = run_items(fn, items, per_item_timing=per_item_timing)
+    portable = None
+    if errors:
+        portable = {pos: (_portable_exception(e.exception), e.traceback) for pos, e in errors.items()}
+    try:
+        from distributed import get_worker
+
+        where = get_worker().address
+    except (ImportError, ValueError):  # pragma: no cover - not on a worker
+        where = "dask"
+    return values, portable, durations, elapsed, where
+
+
+class _Connection:
+    """A client, and the cluster when taskloom started it."""
+
+    def __init__(self, config: Dask) -> None:
+        try:
+            distributed: Any = importlib.import_module("distributed")
+        except ImportError:
+            raise ValueError("mode 'dask' needs the 'distributed' package: pip install 'taskloom[dask]'") from None
+        self.cluster: Any = None
+        self.owns_client = config.client is None
+        address = config.address or os.environ.get(ADDRESS_ENV) or None
+        if config.client is not None:
+            self.client: Any = config.client
+        elif address is not None:
+            self.client = distributed.Client(address, set_as_default=False)
+        else:
+            # dashboard on a free port: two clusters (or a user's) must not fight over :8787.
+            self.cluster = distributed.LocalCluster(n_workers=usable_cpus(), threads_per_worker=1, processes=True,
+                                                    dashboard_address=":0", silence_logs=logging.ERROR)
+            self.client = distributed.Client(self.cluster, set_as_default=False)
+
+    def threads(self) -> int:
+        return max(1, int(sum(self.client.nthreads().values())))
+
+    def close(self) -> None:
+        if self.owns_client:
+            self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+_connections: dict[Any, _Connection] = {}
+_connections_lock = threading.Lock()
+
+
+def _connection(config: Dask) -> _Connection:
+    key = (config.address or os.environ.get(ADDRESS_ENV), id(config.client) if config.client is not None else None)
+    with _connections_lock:
+        conn = _connections.get(key)
+        if conn is None:
+            conn = _connections[key] = _Connection(config)
+        return conn
+
+
+def close_all() -> None:
+    """Close what taskloom opened (``taskloom.shutdown()``)."""
+    with _connections_lock:
+        conns = list(_connections.values())
+        _connections.clear()
+    for conn in conns:
+        conn.close()
+
+
+class DaskBackend(Backend):
+    name = "dask"
+    prefetch = 2
+
+    def __init__(self, config: Dask, workers: int | None) -> None:
+        self._conn = _connection(config)
+        self.workers = workers or self._conn.threads()
+        self._lock = threading.Lock()
+        self._futures: dict[int, Any] = {}
+
+    def submit(self, batch: Batch) -> None:
+        client = self._conn.client
+        future = client.submit(_run_batch, batch.job.fn, batch.items, batch.per_item_timing, pure=False)
+        with self._lock:
+            self._futures[batch.id] = future
+        if batch.timed:  # Dask tells no start time: the deadline runs from submission
+            batch.sink.put(Started(batch.id, time.monotonic(), "dask"))
+        future.add_done_callback(lambda f: self._done(batch, f))
+
+    def _done(self, batch: Batch, future: Any) -> None:
+        with self._lock:
+            self._futures.pop(batch.id, None)
+        status = future.status
+        if status == "cancelled" or batch.cancelled:
+            return
+        if status == "finished":
+            values, errs, durations, elapsed, where = future.result()
+            errors = {pos: ItemError(exc, tb, True) for pos, (exc, tb) in errs.items()} if errs else None
+            batch.sink.put(Done(batch.id, values, errors, durations, elapsed, where))
+            return
+        exc = future.exception()
+        name = type(exc).__name__
+        if name == "KilledWorker":
+            batch.sink.put(Lost(batch.id, "crash", f"Dask gave up on it (KilledWorker: workers died while "
+                                                  "running it; likely causes: out of memory, a segfault, "
+                                                  f"os._exit): {exc}"))
+        else:
+            reason = "item" if len(batch.items) == 1 else "split"
+            batch.sink.put(Lost(batch.id, reason, f"could not be sent to or run on Dask: {name}: {exc}"))
+
+    def cancel(self, batches: list[Batch]) -> None:
+        super().cancel(batches)
+        with self._lock:
+            futures = [self._futures.pop(b.id) for b in batches if b.id in self._futures]
+        if futures:
+            self._conn.client.cancel(futures)
+
+    def close(self) -> None:
+        close_all()

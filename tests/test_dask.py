@@ -1,0 +1,175 @@
+"""mode="dask" on real clusters: embedded LocalCluster, a given client, and a scheduler with workers
+started as separate processes from the `dask` command, one of them SIGKILLed mid-run.
+
+(The shared behaviour suite runs on Dask too: tests/test_behaviour.py with the "dask" backend.)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+import taskloom as tl
+from tests import helpers
+
+DASK = str(Path(sys.executable).with_name("dask"))
+
+
+def slow_square(x: int) -> int:
+    time.sleep(0.02)
+    return x * x
+
+
+def kill_own_worker(x: int) -> int:
+    if x == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+
+def sleep_long(x: int) -> int:
+    time.sleep(3)
+    return x
+
+
+@pytest.fixture
+def no_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TASKLOOM_DASK_ADDRESS", raising=False)
+
+
+def test_embedded_local_cluster_is_started_once_and_shut_down(no_address: None) -> None:
+    from taskloom._backends import _dask
+
+    assert tl.map(helpers.square, range(20), mode="dask") == [x * x for x in range(20)]
+    conn = next(iter(_dask._connections.values()))
+    first_workers = set(conn.client.nthreads())
+    assert tl.map(helpers.square, range(5), mode=tl.Dask()) == [x * x for x in range(5)]
+    assert set(next(iter(_dask._connections.values())).client.nthreads()) == first_workers  # reused
+    cluster_pids = {p.pid for p in psutil.Process().children(recursive=True)
+                    if "resource_tracker" not in " ".join(p.cmdline())}
+    assert len(cluster_pids) >= 2  # real worker processes
+    tl.shutdown()
+    gone, alive = psutil.wait_procs([psutil.Process(p) for p in cluster_pids if psutil.pid_exists(p)], timeout=15)
+    assert alive == []
+    assert _dask._connections == {}
+
+
+def test_a_given_client_is_used_and_never_closed(dask_cluster: str, no_address: None) -> None:
+    from distributed import Client
+
+    with Client(dask_cluster, set_as_default=False) as client:
+        assert tl.map(helpers.square, range(10), mode=tl.Dask(client=client)) == [x * x for x in range(10)]
+        tl.shutdown()
+        assert client.submit(helpers.square, 3).result(timeout=30) == 9  # still open
+
+
+def test_tiny_tasks_are_batched(dask_cluster: str, no_address: None) -> None:
+    run = tl.imap(helpers.square, range(20_000), mode=tl.Dask(address=dask_cluster))
+    assert list(run) == [x * x for x in range(20_000)]
+    assert run.statistics().batches < 2_000  # not one Dask task per item
+
+
+def test_worker_death_becomes_worker_crashed(dask_cluster: str, no_address: None) -> None:
+    outcomes = tl.map(kill_own_worker, [0, 1, 2], mode=tl.Dask(address=dask_cluster), chunksize=1,
+                      on_error="collect")
+    assert [o.ok for o in outcomes] == [True, False, True]
+    error = outcomes[1].error
+    assert isinstance(error, tl.WorkerCrashed)
+    assert "KilledWorker" in str(error)
+
+
+def test_timeout_is_reported_on_time(dask_cluster: str, no_address: None) -> None:
+    t0 = time.monotonic()
+    outcomes = tl.map(sleep_long, [1], mode=tl.Dask(address=dask_cluster), timeout=0.5, on_error="collect")
+    assert isinstance(outcomes[0].error, tl.TaskTimeout)
+    assert time.monotonic() - t0 < 2.5  # before the 3 s task would have ended (generous bound)
+
+
+def test_executor_on_dask(dask_cluster: str, no_address: None) -> None:
+    with tl.Executor(tl.Dask(address=dask_cluster)) as ex:
+        futures = [ex.submit(helpers.square, i) for i in range(10)]
+        assert [f.result(timeout=60) for f in futures] == [i * i for i in range(10)]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def process_cluster(tmp_path: Path) -> Iterator[tuple[str, list[subprocess.Popen[bytes]]]]:
+    """`dask scheduler` and two `dask worker` processes on 127.0.0.1 (no nanny: a kill is final)."""
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    log = (tmp_path / "dask.log").open("wb")
+    # Workers import the task functions by name, like a user's workers need the user's code.
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    procs = [subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                               "--dashboard-address", ":0"], stdout=log, stderr=log, start_new_session=True,
+                              env=env)]
+    try:
+        from distributed import Client
+
+        for _ in range(2):
+            procs.append(subprocess.Popen([DASK, "worker", address, "--nthreads", "1", "--no-nanny",
+                                           "--dashboard-address", ":0"], stdout=log, stderr=log,
+                                          start_new_session=True, env=env))
+        with Client(address, set_as_default=False, timeout=60) as client:
+            client.wait_for_workers(2, timeout=60)
+        yield address, procs
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        log.close()
+        assert all(not psutil.pid_exists(p.pid) or psutil.Process(p.pid).status() == psutil.STATUS_ZOMBIE
+                   for p in procs)
+
+
+def test_a_real_cluster_by_address_survives_a_killed_worker(
+    process_cluster: tuple[str, list[subprocess.Popen[bytes]]], no_address: None
+) -> None:
+    address, procs = process_cluster
+    victim = procs[1]
+    started = threading.Event()
+    n = 300
+
+    def kill_when_running() -> None:
+        started.wait(60)
+        time.sleep(0.2)  # let both workers hold tasks (the run is ~3 s long)
+        os.killpg(victim.pid, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_when_running)
+    killer.start()
+    outcomes = []
+    try:
+        for outcome in tl.imap(slow_square, range(n), mode=tl.Dask(address=address), chunksize=5,
+                               on_error="collect", ordered=False):
+            outcomes.append(outcome)
+            started.set()
+    finally:
+        started.set()
+        killer.join(60)
+    assert victim.wait(10) == -signal.SIGKILL
+    indexes = sorted(o.index for o in outcomes)
+    assert indexes == list(range(n))  # every item exactly once
+    failed = [(o.index, o.error) for o in outcomes if not o.ok]
+    assert failed == []
+    assert all(o.value == o.index * o.index for o in outcomes)
+    tl.shutdown()
