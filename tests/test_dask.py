@@ -58,7 +58,7 @@ def test_embedded_local_cluster_is_started_once_and_shut_down(no_address: None) 
                     if "resource_tracker" not in " ".join(p.cmdline())}
     assert len(cluster_pids) >= 2  # real worker processes
     tl.shutdown()
-    gone, alive = psutil.wait_procs([psutil.Process(p) for p in cluster_pids if psutil.pid_exists(p)], timeout=15)
+    _gone, alive = psutil.wait_procs([psutil.Process(p) for p in cluster_pids if psutil.pid_exists(p)], timeout=15)
     assert alive == []
     assert _dask._connections == {}
 
