@@ -125,7 +125,7 @@ smoke:
 		echo "=== smoke on Python $$v ($$py) in $$venv"
 		[[ -x "$$venv/bin/python" ]] || "$$py" -m venv "$$venv"
 		if [[ pyproject.toml -nt "$$venv/.installed" ]]; then
-			"$$venv/bin/python" -m pip install -e '.[dev]'
+			"$$venv/bin/python" -m pip install -e '.[dev,shared]'
 			touch "$$venv/.installed"
 		fi
 		rc=0

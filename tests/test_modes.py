@@ -52,9 +52,12 @@ def test_parse_mode_unknown_string_names_the_choices() -> None:
 
 
 @pytest.mark.smoke
-def test_parse_mode_dask_is_not_available_yet() -> None:
-    with pytest.raises(ValueError, match="dask"):
-        parse_mode("dask")
+def test_parse_mode_dask() -> None:
+    from taskloom._modes import Dask
+
+    assert parse_mode("dask") == Dask()
+    assert parse_mode(Dask(address="tcp://h:8786")) == Dask(address="tcp://h:8786")
+    assert Dask(address="tcp://a:1") != Dask(address="tcp://b:1")
 
 
 @pytest.mark.smoke

@@ -196,6 +196,7 @@ class ProcessBackend(Backend):
         for sentinel, (w, deadline) in list(self._dying.items()):
             if sentinel in ready_set:
                 w.proc.join(0)
+                _reap_segments(w.pid)
                 with contextlib.suppress(OSError):
                     w.conn.close()
                 del self._dying[sentinel]
@@ -367,6 +368,7 @@ class ProcessBackend(Backend):
 
     def _on_death(self, w: _Worker) -> None:
         w.proc.join(0)
+        _reap_segments(w.pid)
         self._read(w)  # results it sent just before dying still count
         if w in self._workers:
             self._workers.remove(w)
@@ -438,6 +440,16 @@ class ProcessBackend(Backend):
         for conn in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 conn.close()
+
+
+def _reap_segments(pid: int) -> None:
+    """Unlink shared memory a dead worker created (its SharedArrays): it cannot do it any more."""
+    from .. import _shared
+
+    try:
+        _shared.reap(pid)
+    except OSError:  # best effort: the resource tracker still cleans up at the end
+        pass
 
 
 def _relay_log(msg: bytes) -> None:
