@@ -214,8 +214,9 @@ def _measure_threads(fn: Callable[[Any], Any], source: Iterator[Any], s: Sample)
 
 
 def _measure_pickling(s: Sample) -> None:
-    items = [h[0] for h in s.head]
-    results = [h[1] for h in s.head if h[2] is None]
+    # Three items tell the size and cost well enough; more would cost real time on large items.
+    items = [h[0] for h in s.head[:3]]
+    results = [h[1] for h in s.head[:3] if h[2] is None]
     if not items:
         return
     try:
