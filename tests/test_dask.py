@@ -49,13 +49,14 @@ def no_address(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_embedded_local_cluster_is_started_once_and_shut_down(no_address: None) -> None:
     from taskloom._backends import _dask
 
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
     assert tl.map(helpers.square, range(20), mode="dask") == [x * x for x in range(20)]
     conn = next(iter(_dask._connections.values()))
     first_workers = set(conn.client.nthreads())
     assert tl.map(helpers.square, range(5), mode=tl.Dask()) == [x * x for x in range(5)]
     assert set(next(iter(_dask._connections.values())).client.nthreads()) == first_workers  # reused
     cluster_pids = {p.pid for p in psutil.Process().children(recursive=True)
-                    if "resource_tracker" not in " ".join(p.cmdline())}
+                    if p.pid not in before and "resource_tracker" not in " ".join(p.cmdline())}
     assert len(cluster_pids) >= 2  # real worker processes
     tl.shutdown()
     _gone, alive = psutil.wait_procs([psutil.Process(p) for p in cluster_pids if psutil.pid_exists(p)], timeout=15)

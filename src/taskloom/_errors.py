@@ -164,3 +164,10 @@ def short_repr(obj: object, limit: int = 80) -> str:
     if len(text) > limit:
         text = text[: limit - 3] + "..."
     return text
+
+
+# Raised long before anyone looks them up on the package: they say taskloom.TaskError from the start
+# (and pickle by that name, which the package resolves on first use).
+for _cls in (TaskloomError, TaskError, TaskTimeout, WorkerCrashed, SerializationError, LockOrderError, DeadlockError):
+    _cls.__module__ = "taskloom"
+del _cls

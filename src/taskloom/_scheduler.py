@@ -229,6 +229,7 @@ class Run(Generic[T]):
         self._crash_retries = crash_retries
         self._chunker = Chunker(chunksize, total, backend.workers)
         self._total = None if total is None else total + len(head or ())
+        self._prefetch = prefetch
         self._window = backend.workers * (prefetch if prefetch is not None else backend.prefetch)
         self._sink: queue.SimpleQueue[Event | _Wake] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -301,6 +302,11 @@ class Run(Generic[T]):
     def _close_listener(self) -> None:
         if self._listener is not None:
             self._listener.close()
+
+    @property
+    def window(self) -> int:
+        """Groups of consecutive items (batches) this run keeps in flight at most."""
+        return self._window
 
     def wake(self) -> None:
         """Make the consumer look at its input again (a PushSource got items)."""
@@ -641,7 +647,7 @@ class Run(Generic[T]):
         backend.prepare(self._job)
         self._backend, self.advice = backend, advice
         self.mode, self.workers = backend.name, backend.workers
-        self._window = backend.workers * backend.prefetch
+        self._window = backend.workers * (self._prefetch if self._prefetch is not None else backend.prefetch)
         self._chunker.plan(remaining, backend.workers)
 
     def _check_deadlines(self) -> None:
