@@ -22,8 +22,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-import taskloom as tl  # noqa: E402
-from taskloom._system import usable_cpus  # noqa: E402
+import taskloom as tl
+from taskloom._system import usable_cpus
 
 
 def pure_python(n: int) -> int:
