@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np  # installed by `make test` everywhere, smoke venvs included ('.[dev,shared]')
 import psutil
 import pytest
 
@@ -26,8 +27,6 @@ import taskloom as tl
 from taskloom import _shared
 from tests import shared_tasks
 from tests.helpers import join, poll_until
-
-import numpy as np  # installed by `make test` everywhere, smoke venvs included ('.[dev,shared]')
 
 ROOT = Path(__file__).resolve().parents[1]
 SHM = Path("/dev/shm")

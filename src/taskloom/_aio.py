@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, TypeVar
 
 from ._api import imap
-from ._stats import RunStatistics
 from ._scheduler import Run
+from ._stats import RunStatistics
 
 __all__ = ["AsyncRun", "aimap", "amap"]
 

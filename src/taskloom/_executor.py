@@ -17,10 +17,10 @@ from ._api import validate
 from ._errors import TaskError
 from ._modes import Async, ModeLike, Processes, Threads, parse_mode
 from ._outcome import Outcome
-from ._stats import RunStatistics
 from ._pools import get_backend
 from ._progress import make_listener
 from ._scheduler import PushSource, Run
+from ._stats import RunStatistics
 
 __all__ = ["Executor"]
 

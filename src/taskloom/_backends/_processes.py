@@ -446,10 +446,8 @@ def _reap_segments(pid: int) -> None:
     """Unlink shared memory a dead worker created (its SharedArrays): it cannot do it any more."""
     from .. import _shared
 
-    try:
+    with contextlib.suppress(OSError):  # best effort: the resource tracker still cleans up at the end
         _shared.reap(pid)
-    except OSError:  # best effort: the resource tracker still cleans up at the end
-        pass
 
 
 def _relay_log(msg: bytes) -> None:

@@ -252,7 +252,7 @@ def main(conn: Connection, config: WorkerConfig) -> None:
         # the parent runs the rest of the batch elsewhere.
         quota = None if config.max_tasks is None else config.max_tasks - tasks_done
 
-        def at_quota(done: int) -> bool:
+        def at_quota(done: int, quota: int | None = quota) -> bool:
             return (quota is not None and done >= quota) or (
                 config.max_memory is not None and _rss() > config.max_memory)
 
