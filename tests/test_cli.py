@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 import taskloom
-from taskloom._bench import SMALL_ENV, WORKLOADS, Workload
+from taskloom._bench import BENCH_MODES, SMALL_ENV, WORKLOADS, Workload
 from taskloom._bench._tables import format_seconds
 from taskloom._cli import main
+from taskloom._modes import MODE_NAMES
 from taskloom._system import usable_cpus
 
 
@@ -70,7 +71,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     ([], "the following arguments are required: COMMAND"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
     (["bench", "--modes", "sequential,turbo"],
-     "argument --modes: unknown mode 'turbo': choose from sequential, threads, processes, async, auto"),
+     f"argument --modes: unknown mode 'turbo': choose from {', '.join(MODE_NAMES)}"),
     (["bench", "--modes", ","], "expected at least one mode"),
     (["bench", "--workloads", "gpu"], "argument --workloads: unknown workload 'gpu': choose from cpu, io"),
     (["bench", "--repeat", "0"], "argument --repeat: expected a whole number >= 1, got '0'"),
@@ -96,45 +97,59 @@ def test_report_into_a_missing_folder_fails_before_running(tmp_path: Path,
 # -- bench --------------------------------------------------------------------------------------------
 @pytest.mark.usefixtures("small")
 def test_bench_quick_in_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # What `make bench` runs (--quick --report), on test sizes: every workload, every mode.
     json_path, report_path = tmp_path / "bench.json", tmp_path / "bench.html"
     argv = ["bench", "--quick", "--repeat", "2", "--json", str(json_path), "--report", str(report_path)]
     assert main(argv) == 0
     captured = capsys.readouterr()
     out = captured.out
-    for text in ("cpu: CPU-bound pure Python", "io: I/O-bound waits", "speedup", "efficiency", "fastest",
-                 "Verdict", "Warm-pool times"):
+    for text in ("cpu: CPU-bound pure Python", "io: I/O-bound waits", "fib: CPU-bound recursion",
+                 "tiny: tiny tasks", "mixed: HTTP fetch", "array: numpy over large blocks", "speedup",
+                 "efficiency", "CPU use", "fastest", "Verdict", "Warm-pool times", "test-size inputs"):
         assert text in out
     assert "cpu/processes" in captured.err  # the plain progress lines
 
     data = json.loads(json_path.read_text())
-    assert set(data) >= {"machine", "settings", "workloads", "ok", "started", "timing"}
+    assert set(data) >= {"machine", "settings", "workloads", "ok", "started", "timing", "skipped_modes",
+                         "skipped_workloads", "load_average_after"}
     assert data["ok"] is True
     assert data["machine"]["usable_cpus"] == usable_cpus()
-    assert data["settings"] == {"workloads": ["cpu", "io"],
-                                "modes": ["sequential", "threads", "processes", "async", "auto"],
-                                "repeat": 2, "workers": None, "small": True}
+    assert data["settings"] == {"workloads": list(WORKLOADS), "modes": list(BENCH_MODES),
+                                "repeat": 2, "workers": None, "size": "test"}
+    ran = [name for name in WORKLOADS if name not in data["skipped_workloads"]]
     by_name = {w["name"]: w for w in data["workloads"]}
-    assert set(by_name) == {"cpu", "io"}
-    assert [r["mode"] for r in by_name["cpu"]["results"]] == ["sequential", "threads", "processes", "auto"]
-    assert "async" in by_name["cpu"]["skipped"]
-    assert [r["mode"] for r in by_name["io"]["results"]] == [
-        "sequential", "threads", "processes", "async", "auto"]
+    assert list(by_name) == ran
+    assert set(ran) >= {"cpu", "io", "fib", "tiny", "mixed", "array"}
+    modes = [m for m in BENCH_MODES if m not in data["skipped_modes"]]
+    for name, workload in by_name.items():
+        has_async = WORKLOADS[name].async_fn is not None
+        assert [r["mode"] for r in workload["results"]] == [m for m in modes if has_async or m != "async"]
+        assert ("async" in workload["skipped"]) is not has_async
+    for mode, why in data["skipped_modes"].items():  # dask, until taskloom has it
+        assert f"mode {mode} not run: {why}" in out
     html = report_path.read_text()
     for workload in data["workloads"]:
         assert workload["verdict"] in out
         assert sum(r["winner"] for r in workload["results"]) == 1
         for r in workload["results"]:
-            assert set(r) >= {"mode", "ran_as", "workers", "times", "median", "min", "max", "first_call",
-                              "speedup", "efficiency", "winner", "ok", "error"}
-            assert len(r["times"]) == 2
+            assert set(r) >= {"mode", "ran_as", "workers", "times", "cpu_seconds", "cpu_utilisation", "median",
+                              "min", "max", "first_call", "speedup", "efficiency", "winner", "ok", "error"}
+            assert len(r["times"]) == len(r["cpu_seconds"]) == 2
             assert r["ok"]
             assert r["min"] <= r["median"] <= r["max"]
             # the report holds the same numbers as the terminal
             assert format_seconds(r["median"]) in html
             assert f"{r['speedup']:.2f}x" in html
+            assert f"{100 * min(r['cpu_utilisation'], 1.0):.0f}%" in html  # shown capped at 100%
             assert format_seconds(r["median"]) in out
-    assert html.count("<table") == 3
-    auto = by_name["io"]["results"][-1]
+        # each workload's section: its table, then its chart
+        section = html.split(f'<section id="workload-{workload["name"]}">')[1].split("</section>")[0]
+        assert section.count("<table") == 1
+        assert section.count("<svg") == 1
+        assert f"{workload['name']}: {workload['description']}" in section
+    assert html.count("<table") == len(data["workloads"]) + 1  # and the machine
+    assert html.count("<svg") == len(data["workloads"]) + 1  # and the summary chart
+    auto = next(r for r in by_name["io"]["results"] if r["mode"] == "auto")
     assert f"auto ({auto['ran_as']})" in html  # which engine auto chose, named
 
 

@@ -1,7 +1,8 @@
-"""The ``--report`` page: one self-contained HTML file (inline CSS, no scripts, no network).
+"""The ``--report`` page: one self-contained HTML file (inline CSS and SVG, no scripts, no network).
 
 The page is built from sections, each a function returning an HTML fragment, so a later section
-(charts, peers) is one more function in ``SECTIONS``. Every piece of text is escaped.
+(peers, say) is one more function in ``SECTIONS``. Every piece of text is escaped; the charts are
+SVG that matplotlib wrote from our numbers and labels (it escapes the text it writes).
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ from __future__ import annotations
 import html
 from collections.abc import Callable, Sequence
 
+from ._charts import charts_available, summary_svg, workload_svg
 from ._machine import describe
 from ._runner import SuiteResult, WorkloadResult
-from ._tables import HEADERS, NUMERIC, notes, rows, timing_note
+from ._tables import HEADERS, NUMERIC, notes, rows, skipped, timing_note
 
 __all__ = ["SECTIONS", "render_html"]
 
@@ -26,6 +28,7 @@ tr.winner td { background: #e8f6e8; font-weight: 600; }
 tr.failed td { background: #fbe9e9; color: #8a1f1f; }
 p.verdict { font-weight: 600; } p.note, ul.notes { color: #555; font-size: 0.9rem; }
 p.failed { color: #8a1f1f; font-weight: 600; }
+figure.chart { margin: 0.8rem 0; } figure.chart svg { max-width: 100%; height: auto; }
 """
 
 
@@ -55,30 +58,45 @@ def _header(suite: SuiteResult) -> str:
 
 def _machine(suite: SuiteResult) -> str:
     body = describe(suite.machine)
+    if suite.load_after:
+        body.append(("Load average after", ", ".join(f"{x:.2f}" for x in suite.load_after) + " (1, 5, 15 min)"))
     return "<h2>Machine</h2>" + _table(("", ""), body, (False, False))
 
 
-def _workload(result: WorkloadResult, cpus: int) -> str:
+def _chart(svg: str | None, caption: str) -> str:
+    if svg is None:
+        return ""
+    return f'<figure class="chart">{svg}<figcaption class="note">{_e(caption)}</figcaption></figure>'
+
+
+def _workload(result: WorkloadResult, cpus: int, charts: bool) -> str:
     w = result.workload
     table_rows = rows(result)
     classes = ["winner" if r.winner else "failed" if r.failed else "" for r in table_rows]
     table = _table(HEADERS, [r.cells for r in table_rows], NUMERIC, classes)
     items = "".join(f"<li>{_e(n)}</li>" for n in notes(result, cpus))
+    chart = _chart(workload_svg(result), f"{w.name}: time per mode") if charts else ""
     return (
         f'<section id="workload-{_e(w.name)}"><h2>{_e(w.name)}: {_e(w.description)} '
-        f"({result.tasks} tasks)</h2>{table}"
+        f"({result.tasks} tasks)</h2>{table}{chart}"
         f'<p class="verdict">{_e(result.verdict)}</p><ul class="notes">{items}</ul></section>'
     )
 
 
 def _workloads(suite: SuiteResult) -> str:
     cpus = int(suite.machine["usable_cpus"])
-    return "".join(_workload(w, cpus) for w in suite.workloads)
+    missing = charts_available()
+    note = "" if missing is None else f'<p class="note">No charts: {_e(missing)}.</p>'
+    return note + "".join(_workload(w, cpus, missing is None) for w in suite.workloads)
 
 
 def _verdicts(suite: SuiteResult) -> str:
     items = "".join(f"<li>{_e(w.verdict)}</li>" for w in suite.workloads)
-    return f"<h2>Verdict</h2><ul>{items}</ul>"
+    chart = _chart(summary_svg(suite), "Speedup of each mode over sequential, per workload") \
+        if charts_available() is None else ""
+    skips = "".join(f"<li>{_e(line)}</li>" for line in skipped(suite))
+    skips = f'<ul class="notes">{skips}</ul>' if skips else ""
+    return f"<h2>Verdict</h2><ul>{items}</ul>{skips}{chart}"
 
 
 #: The page's sections, in order. Each takes the suite and returns an HTML fragment.

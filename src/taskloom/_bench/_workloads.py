@@ -2,28 +2,45 @@
 
 A workload is declarative: a module-level function (so worker processes import it by reference
 instead of unpickling its code), an optional ``async def`` twin for ``mode="async"``, the inputs
-in a normal and a small size, and the expected answer for each input. Adding one is one
-``register(Workload(...))`` call; the runner, the tables, the JSON and the HTML report pick it up.
+in three sizes, and the expected answer for each input. Adding one is one ``register(Workload(...))``
+call; the runner, the tables, the JSON, the HTML report and ``benchmarks/peers.py`` pick it up.
+
+This module holds the contract and the pure-Python workloads (cpu, io, fib, tiny); ``_mixed.py``
+(a real HTTP fetch on the loopback) and ``_arrays.py`` (numpy blocks) register theirs on import.
+
+Sizes: ``"full"`` (``taskloom bench``), ``"quick"`` (``--quick``, under a minute on 2 CPUs, what
+``make bench`` runs) and ``"test"`` (``TASKLOOM_SMALL=1``: the test suite's tiny runs).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import operator
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 __all__ = [
+    "SIZES",
     "WORKLOADS",
+    "Size",
     "Workload",
     "WrongResult",
     "cpu_task",
+    "fib",
     "get_workload",
     "io_task",
     "io_task_async",
     "register",
+    "square",
 ]
+
+#: How big a run is: the full bench, ``--quick``, or the test suite's ``TASKLOOM_SMALL=1``.
+Size = Literal["full", "quick", "test"]
+SIZES: tuple[Size, ...] = ("full", "quick", "test")
 
 
 class WrongResult(AssertionError):
@@ -38,27 +55,52 @@ class Workload:
         name: short name used on the command line (``--workloads cpu,io``).
         description: what kind of work this is, e.g. "CPU-bound pure Python".
         fn: the task, a module-level function of one item.
-        items: ``items(small)`` builds the inputs; ``small`` is for --quick and test runs.
-        expect: the right answer for one item.
+        items: ``items(size)`` builds the inputs for a size (see ``SIZES``).
+        expect: the right answer for one (ready) item.
         async_fn: an ``async def`` version for ``mode="async"``, or None (async is then skipped).
         io_bound: the task waits rather than computes, so parallel efficiency (speedup per CPU)
-            can exceed 100%: more waits overlap than there are CPUs.
+            can exceed 100%: more waits overlap than there are CPUs. ``benchmarks/peers.py``
+            gives the peers thread pools for these and process pools for the others.
         notes: per mode, why it does as it does, for the verdict line. ``{workers}`` is replaced
             by the worker count that mode ran with.
+        same: whether a result equals the expected one (default ``==``; floats need a tolerance).
+        setup: turns the items into ready ones for the length of a run, e.g. starts the HTTP
+            server the items then point at; None when the items are ready as they are.
+        requires: returns why the workload cannot run here (a missing package or feature), or
+            None when it can; the runner then skips it and says why.
     """
 
     name: str
     description: str
     fn: Callable[[Any], Any]
-    items: Callable[[bool], list[Any]]
+    items: Callable[[Size], list[Any]]
     expect: Callable[[Any], Any]
     async_fn: Callable[[Any], Awaitable[Any]] | None = None
     io_bound: bool = False
     notes: Mapping[str, str] = field(default_factory=dict)
+    same: Callable[[Any, Any], bool] = operator.eq
+    setup: Callable[[list[Any]], AbstractContextManager[list[Any]]] | None = None
+    requires: Callable[[], str | None] | None = None
 
-    def make_items(self, small: bool) -> list[Any]:
-        """The inputs, in the normal or the small (--quick, ``TASKLOOM_SMALL=1``) size."""
-        return self.items(small)
+    def unavailable(self) -> str | None:
+        """Why this workload cannot run here, or None when it can."""
+        return None if self.requires is None else self.requires()
+
+    @contextlib.contextmanager
+    def open(self, size: Size) -> Iterator[list[Any]]:
+        """The ready inputs for ``size``, valid inside the ``with`` block (a server may be running).
+
+        Example::
+
+            with workload.open("test") as items:
+                workload.check(items, [workload.fn(x) for x in items])
+        """
+        items = self.items(size)
+        if self.setup is None:
+            yield items
+        else:
+            with self.setup(items) as ready:
+                yield ready
 
     def function_for(self, mode: str) -> Callable[[Any], Any] | None:
         """The function to run in ``mode``, or None when the workload has none for it."""
@@ -82,10 +124,16 @@ class Workload:
             )
         for index, (item, got) in enumerate(zip(items, results, strict=True)):
             want = self.expect(item)
-            if got != want:
+            if not self.same(got, want):
                 raise WrongResult(
-                    f"workload {self.name!r}: result {index} for item {item!r} is {got!r}, expected {want!r}"
+                    f"workload {self.name!r}: result {index} for item {_short(item)} is {got!r}, expected {want!r}"
                 )
+
+
+def _short(item: Any) -> str:
+    # A numpy block's repr is long even when numpy summarises it: keep messages to one line.
+    text = repr(item).replace("\n", " ")
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 WORKLOADS: dict[str, Workload] = {}
@@ -118,12 +166,13 @@ def get_workload(name: str) -> Workload:
 
 
 # -- cpu: the guide's cpu_task ------------------------------------------------------------------
-
-CPU_TASKS = 8
-CPU_N = 200_000
-# A quarter of the normal size, not less: smaller tasks would measure the pool's overhead instead
-# of the GIL, and `make bench` (which runs --quick) would then tell a misleading story.
-CPU_N_SMALL = 50_000
+# Tasks of 30-60 ms: big enough that a process pool's per-task cost (a few hundred
+# microseconds) is noise, so the table shows the GIL, not the pool. Test size: just a smoke run.
+CPU_SIZES: dict[Size, tuple[int, int]] = {  # (tasks, n)
+    "full": (16, 2_000_000),
+    "quick": (8, 1_000_000),
+    "test": (4, 20_000),
+}
 
 
 def cpu_task(n: int) -> int:
@@ -131,8 +180,9 @@ def cpu_task(n: int) -> int:
     return sum(i * i for i in range(n))
 
 
-def _cpu_items(small: bool) -> list[int]:
-    return [CPU_N_SMALL if small else CPU_N] * CPU_TASKS
+def _cpu_items(size: Size) -> list[int]:
+    tasks, n = CPU_SIZES[size]
+    return [n] * tasks
 
 
 def _cpu_expect(n: int) -> int:
@@ -151,10 +201,11 @@ register(Workload(
 
 
 # -- io: the guide's io_task ----------------------------------------------------------------------
-
-IO_TASKS = 16
-IO_SECONDS = 0.1
-IO_SECONDS_SMALL = 0.02
+IO_SIZES: dict[Size, tuple[int, float]] = {  # (tasks, seconds each)
+    "full": (32, 0.1),
+    "quick": (16, 0.04),
+    "test": (8, 0.01),
+}
 
 
 def io_task(duration: float) -> str:
@@ -169,8 +220,9 @@ async def io_task_async(duration: float) -> str:
     return f"Completed after {duration}s"
 
 
-def _io_items(small: bool) -> list[float]:
-    return [IO_SECONDS_SMALL if small else IO_SECONDS] * IO_TASKS
+def _io_items(size: Size) -> list[float]:
+    tasks, seconds = IO_SIZES[size]
+    return [seconds] * tasks
 
 
 def _io_expect(duration: float) -> str:
@@ -189,5 +241,73 @@ register(Workload(
         "threads": "{workers} threads wait at once",
         "processes": "{workers} processes wait at once",
         "async": "up to {workers} coroutines wait at once",
+    },
+))
+
+
+# -- fib: recursive Fibonacci, uneven tasks ---------------------------------------------------------
+# Task sizes differ by a factor of ~30 (each n costs ~1.6x the one below), largest first and
+# last mixed, so the table also shows load balancing: a pool that hands out work in big fixed
+# chunks leaves a CPU idle while another finishes the big ones.
+FIB_SIZES: dict[Size, list[int]] = {
+    "full": [31, 24, 30, 25, 29, 26, 28, 27] * 2,
+    "quick": [29, 23, 28, 24, 27, 25, 26, 22],
+    "test": [16, 12, 15, 10],
+}
+
+
+def fib(n: int) -> int:
+    """Recursive Fibonacci: a call-heavy pure-Python task (``fib(30)`` is ~1.3 million calls)."""
+    return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+
+def _fib_items(size: Size) -> list[int]:
+    return list(FIB_SIZES[size])
+
+
+def _fib_expect(n: int) -> int:
+    # Iterative: O(n), so the check costs nothing next to the task.
+    a, b = 0, 1
+    for _ in range(n):
+        a, b = b, a + b
+    return a
+
+
+register(Workload(
+    name="fib",
+    description="CPU-bound recursion, uneven tasks",
+    fn=fib,
+    items=_fib_items,
+    expect=_fib_expect,
+    notes={"threads": "the GIL"},
+))
+
+
+# -- tiny: x*x, the cost of dispatch -------------------------------------------------------------
+TINY_SIZES: dict[Size, int] = {"full": 500_000, "quick": 100_000, "test": 2_000}
+
+
+def square(x: int) -> int:
+    """The tiny task: ``x * x``, a fraction of a microsecond. What a pool costs per task."""
+    return x * x
+
+
+def _tiny_items(size: Size) -> list[int]:
+    return list(range(TINY_SIZES[size]))
+
+
+def _tiny_expect(x: int) -> int:
+    return x * x
+
+
+register(Workload(
+    name="tiny",
+    description="tiny tasks, dispatch overhead",
+    fn=square,
+    items=_tiny_items,
+    expect=_tiny_expect,
+    notes={
+        "threads": "the GIL, plus a hand-off per batch",
+        "processes": "every item pickled both ways",
     },
 ))
