@@ -237,6 +237,7 @@ class Run(Generic[T]):
         self._next_index = 0
         self._groups: collections.deque[_Group] = collections.deque()  # ordered: undelivered groups
         self._open = 0  # groups taken from the input and not yet handed out: the window
+        self._hold_finished = True  # imap: finished groups behind a slow one count (memory bound)
         self._flights: dict[int, _Flight] = {}
         self._deadlines: list[tuple[float, int]] = []
         self._ready: collections.deque[list[Any]] = collections.deque()  # blocks ready to hand out
@@ -339,6 +340,7 @@ class Run(Generic[T]):
 
     def to_list(self) -> list[T]:
         """Drain the run into a list, one block at a time (the fast path behind ``map``)."""
+        self._hold_finished = False
         out: list[T] = list(self._current)
         try:
             while (block := self._next_block()) is not None:
@@ -433,7 +435,7 @@ class Run(Generic[T]):
 
     # -- filling the window --------------------------------------------------------------------
     def _fill(self) -> None:
-        while self._source is not None and self._open < self._window and not self._done:
+        while self._source is not None and self._in_window() < self._window and not self._done:
             if self._bucket is not None and not self._bucket.take(time.monotonic()):
                 return  # rate limit: the consumer wakes when the next start is allowed
             size = self._chunker.next_size()
@@ -469,6 +471,14 @@ class Run(Generic[T]):
                 self._source = None
                 return
             self._start_group(items)
+
+    def _in_window(self) -> int:
+        """Groups that count against the window. For ``map`` (which keeps every result anyway),
+        finished groups waiting behind a slow one do not: they cost no memory that the caller's
+        list would not hold, and counting them would idle workers behind one slow task."""
+        if self._hold_finished or not self._ordered:
+            return self._open
+        return self._open - sum(1 for g in self._groups if g.remaining == 0)
 
     def _start_group(self, items: list[Any]) -> None:
         group = _Group(self._next_index, items, [None] * len(items), len(items))

@@ -40,7 +40,8 @@ from .._system import IN_WORKER_ENV, usable_cpus
 from . import _worker as W
 from ._base import Backend, Batch, Done, ItemError, Job, Lost, Started
 
-DEPTH = 2  # batches sent ahead to one worker: one running, one waiting
+DEPTH = 2  # batches sent ahead to one worker: one running, one waiting (only short ones, see _short_next)
+SEND_AHEAD_BELOW = 0.005  # seconds: a job whose batches run shorter than this gets a batch queued ahead
 KILL_GRACE = 0.5  # seconds between SIGTERM and SIGKILL for a worker we stop
 START_FAILURES_LIMIT = 3  # consecutive worker start-up failures before the pool reports broken
 
@@ -237,10 +238,17 @@ class ProcessBackend(Backend):
         self._workers.append(_Worker(proc, parent_conn))
 
     def _dispatch(self) -> None:
-        for w in self._workers:
-            if not w.ready or w.retiring:
-                continue
-            while len(w.outstanding) < DEPTH:
+        """Deal batches round-robin: every ready worker gets one before any gets a second.
+
+        Filling one worker to DEPTH first would queue a second long task behind a long one while
+        another worker sits idle (two 0.3 s tasks then took 0.6 s instead of 0.3 s).
+        """
+        for depth in range(DEPTH):
+            for w in self._workers:
+                if not w.ready or w.retiring or len(w.outstanding) > depth:
+                    continue
+                if depth > 0 and not self._short_next():
+                    return
                 batch = self._pop_pending()
                 if batch is None:
                     return
@@ -253,8 +261,22 @@ class ProcessBackend(Backend):
                     # The worker died under us: its sentinel reports it; this batch never left.
                     with self._lock:
                         self._pending.appendleft(batch)
-                    break
+                    continue
                 w.outstanding.append(batch)
+
+    def _short_next(self) -> bool:
+        """Is the next batch known to be short? Only then is it worth queueing behind another.
+
+        A batch sent ahead waits in that worker's pipe; if the batch before it is long, another
+        worker may go idle meanwhile while it cannot take it. Sending ahead saves one round trip
+        (~0.1 ms), which only matters when batches are that short.
+        """
+        with self._lock:
+            batch = self._pending[0] if self._pending else None
+        if batch is None:
+            return False
+        seconds: float | None = batch.job.cache.get("batch_seconds")
+        return seconds is not None and seconds < SEND_AHEAD_BELOW
 
     def _pop_pending(self) -> Batch | None:
         with self._lock:
@@ -315,6 +337,8 @@ class ProcessBackend(Backend):
                 return  # cancelled meanwhile: nobody wants it
             if not w.outstanding:
                 w.idle_since = time.monotonic()
+            previous = batch.job.cache.get("batch_seconds")
+            batch.job.cache["batch_seconds"] = elapsed if previous is None else 0.5 * previous + 0.5 * elapsed
             try:
                 values, errs, durations = pickle.loads(memoryview(msg)[1 + W.RESULT.size:])
             except BaseException as exc:
