@@ -130,13 +130,28 @@ class Sample:
         return any(h[2] is not None for h in self.head)
 
 
+def _runqueue_seconds() -> float:
+    """Seconds this thread has waited for a CPU while runnable (Linux schedstat), else 0.
+
+    On a busy machine a computing thread also waits - for a CPU, not for I/O. That time is
+    counted as computing, or CPU-bound work would look like I/O and go to threads.
+    """
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def _timed_call(fn: Callable[[Any], Any], item: Any) -> tuple[Any, ItemError | None, float, float]:
-    c0, t0 = time.thread_time(), time.perf_counter()
+    """(value, error, wall seconds, seconds computing or waiting for a CPU)."""
+    q0, c0, t0 = _runqueue_seconds(), time.thread_time(), time.perf_counter()
     try:
         value, error = fn(item), None
     except Exception as exc:
         value, error = None, ItemError(exc, traceback.format_exc(), False)
-    return value, error, time.perf_counter() - t0, time.thread_time() - c0
+    wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
+    return value, error, wall, min(wall, cpu + _runqueue_seconds() - q0)
 
 
 def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, total: int | None = None) -> Sample:
@@ -163,9 +178,12 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
     # A busy machine can only make threads look less parallel than they are, so the largest
     # of a few readings is the best one; as many as the budget allows, up to four.
     probes_started = time.perf_counter()
-    for _ in range(4):
+    for probe in range(4):
         spent = s.wall + time.perf_counter() - probes_started
-        if not (s.timed and s.cpu_ratio >= CPU_BOUND_RATIO and spent + 2 * s.per_task < budget) or s.exhausted:
+        # The first probe runs even past the budget: its two tasks are real work, kept, run two at
+        # a time; without it a GIL-releasing task too long for the budget would go to processes.
+        within = spent + 2 * s.per_task < budget or probe == 0
+        if not (s.timed and s.cpu_ratio >= CPU_BOUND_RATIO and within) or s.exhausted:
             break
         if s.n + 2 > 2 * limit:  # a short job keeps most of its tasks for the parallel run
             break
@@ -327,8 +345,10 @@ def decide(
         if proc_note and not io_bound:
             reasons.append(f"Processes were not considered: {proc_note}.")
         return Advice("threads", thr_workers, "auto", tuple(reasons), speedups, measured)
-    reasons.append(f"The GIL serialises threads on this work (two threads: {s.thread_speedup or 1:.2f}x), "
-                   f"so {cpus} worker processes run it in parallel (model: {speedups['processes']:.1f}x).")
+    measured_gil = (f"two threads ran {s.thread_speedup:.2f}x as fast as one" if s.thread_speedup is not None
+                    else "not measured: too few tasks to spare two for the probe")
+    reasons.append(f"The GIL serialises threads on this work ({measured_gil}), so {cpus} worker processes "
+                   f"run it in parallel (model: {speedups['processes']:.1f}x).")
     return Advice("processes", cpus, "auto", tuple(reasons), speedups, measured)
 
 
