@@ -106,13 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "it is the baseline for speedups. Set TASKLOOM_SMALL=1 for test-sized runs.",
     )
     bench.add_argument("--quick", action="store_true",
-                       help="small inputs, a few seconds in all (what `make bench` runs)")
+                       help="smaller inputs and 3 repeats: under a minute on 2 CPUs (what `make bench` runs)")
     bench.add_argument("--workloads", type=_choices("workload", _workload_names), default=None,
                        metavar="LIST", help=f"comma-separated, from: {', '.join(_workload_names())} (default: all)")
     bench.add_argument("--modes", type=_choices("mode", _mode_names), default=None, metavar="LIST",
                        help=f"comma-separated, from: {', '.join(_mode_names())} (default: all)")
     bench.add_argument("--repeat", type=_positive_int, default=None, metavar="N",
-                       help="timed runs per workload and mode (default 5)")
+                       help="timed runs per workload and mode (default 5; 3 with --quick)")
     bench.add_argument("--workers", type=_positive_int, default=None, metavar="N",
                        help="workers for every parallel mode (default: each mode's own default)")
     bench.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the raw numbers as JSON")
