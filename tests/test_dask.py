@@ -174,3 +174,10 @@ def test_a_real_cluster_by_address_survives_a_killed_worker(
     assert failed == []
     assert all(o.value == o.index * o.index for o in outcomes)
     tl.shutdown()
+
+
+def test_pipeline_stage_on_dask(dask_cluster: str, no_address: None) -> None:
+    pipe = (tl.pipeline(range(30))
+            .then(helpers.square, mode=tl.Dask(address=dask_cluster))
+            .then(abs, mode="threads"))
+    assert pipe.collect() == [x * x for x in range(30)]

@@ -218,3 +218,22 @@ def test_auto_switches_once_when_later_tasks_differ() -> None:
     assert run.advice is not None
     assert run.advice.mode == "processes", run.advice
     assert run.advice.reasons[0].startswith("Switched during the run")
+
+
+def random_draws(_: int) -> tuple[int, float]:
+    import random
+
+    return os.getpid(), random.random()
+
+
+def test_workers_are_reseeded() -> None:
+    import random
+
+    random.seed(1234)  # forked or not, no two workers may repeat each other's sequence
+    draws = tl.map(random_draws, range(8), mode=tl.Processes(start_method="fork"), workers=2, chunksize=1)
+    by_pid: dict[int, list[float]] = {}
+    for pid, value in draws:
+        by_pid.setdefault(pid, []).append(value)
+    assert len(by_pid) == 2
+    first, second = by_pid.values()
+    assert not set(first) & set(second)
