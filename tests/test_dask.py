@@ -181,3 +181,33 @@ def test_pipeline_stage_on_dask(dask_cluster: str, no_address: None) -> None:
             .then(helpers.square, mode=tl.Dask(address=dask_cluster))
             .then(abs, mode="threads"))
     assert pipe.collect() == [x * x for x in range(30)]
+
+
+def block_sum(args: tuple[object, int, int]) -> float:
+    import numpy as np
+
+    arr, lo, hi = args
+    return float(np.asarray(arr)[lo:hi].sum())
+
+
+def test_shared_array_on_a_cluster_by_address_is_scattered(dask_cluster: str, no_address: None) -> None:
+    import numpy as np
+
+    data = np.arange(10_000, dtype=float)
+    with tl.SharedArray.from_numpy(data) as arr:
+        blocks = [(arr, lo, lo + 1000) for lo in range(0, 10_000, 1000)]
+        sums = tl.map(block_sum, blocks, mode=tl.Dask(address=dask_cluster), chunksize=1)
+        from taskloom._backends import _dask
+
+        scattered = [k for conn in _dask._connections.values() for k in conn.scattered]
+        assert scattered == [("shared", arr.name)]  # once, for all ten batches
+    assert sums == [float(data[lo:lo + 1000].sum()) for lo in range(0, 10_000, 1000)]
+
+
+def test_shared_array_on_the_embedded_cluster_travels_by_name(no_address: None) -> None:
+    import numpy as np
+
+    data = np.arange(4_000, dtype=float)
+    with tl.SharedArray.from_numpy(data) as arr:
+        sums = tl.map(block_sum, [(arr, 0, 2000), (arr, 2000, 4000)], mode="dask", chunksize=1)
+    assert sums == [float(data[:2000].sum()), float(data[2000:].sum())]

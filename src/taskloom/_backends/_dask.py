@@ -31,6 +31,14 @@ from ._base import Backend, Batch, Done, ItemError, Lost, Started, run_items
 ADDRESS_ENV = "TASKLOOM_DASK_ADDRESS"
 
 
+def _shared_array_type() -> Any:
+    """SharedArray's class when the user has imported it (else nothing to look for)."""
+    import sys
+
+    shared = sys.modules.get("taskloom._shared")
+    return getattr(shared, "SharedArray", None)
+
+
 def _run_batch(fn: Any, items: list[Any], per_item_timing: bool) -> tuple[Any, ...]:
     """Runs on a Dask worker: the same loop as every other backend, errors made portable."""
     from ._worker import _portable_exception
@@ -57,6 +65,7 @@ class _Connection:
         except ImportError:
             raise ValueError("mode 'dask' needs the 'distributed' package: pip install 'taskloom[dask]'") from None
         self.cluster: Any = None
+        self.scattered: dict[Any, Any] = {}  # SharedArray name -> its data scattered to the cluster
         self.owns_client = config.client is None
         address = config.address or os.environ.get(ADDRESS_ENV) or None
         if config.client is not None:
@@ -113,12 +122,40 @@ class DaskBackend(Backend):
 
     def submit(self, batch: Batch) -> None:
         client = self._conn.client
-        future = client.submit(_run_batch, batch.job.fn, batch.items, batch.per_item_timing, pure=False)
+        items = batch.items if self._conn.cluster is not None else self._scatter_shared(batch.items)
+        future = client.submit(_run_batch, batch.job.fn, items, batch.per_item_timing, pure=False)
         with self._lock:
             self._futures[batch.id] = future
         if batch.timed:  # Dask tells no start time: the deadline runs from submission
             batch.sink.put(Started(batch.id, time.monotonic(), "dask"))
         future.add_done_callback(lambda f: self._done(batch, f))
+
+    def _scatter_shared(self, items: list[Any]) -> list[Any]:
+        """SharedArrays in items (or in their tuples) become scattered copies of their data.
+
+        Workers of a remote cluster cannot map this machine's shared memory; on the embedded
+        LocalCluster they can (same host), so there a SharedArray travels as its name, zero-copy.
+        Each array is scattered once per connection and reused by every batch that names it.
+        """
+        shared_type = _shared_array_type()
+        if shared_type is None:
+            return items
+
+        def swap(x: Any) -> Any:
+            if isinstance(x, shared_type):
+                key = ("shared", x.name)
+                future = self._conn.scattered.get(key)
+                if future is None:
+                    import numpy as np
+
+                    future = self._conn.client.scatter(np.array(x), broadcast=False)
+                    self._conn.scattered[key] = future
+                return future
+            if isinstance(x, tuple):
+                return tuple(swap(y) for y in x)
+            return x
+
+        return [swap(x) for x in items]
 
     def _done(self, batch: Batch, future: Any) -> None:
         with self._lock:
