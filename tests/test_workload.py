@@ -223,6 +223,7 @@ def test_auto_switches_once_when_later_tasks_differ() -> None:
 def random_draws(_: int) -> tuple[int, float]:
     import random
 
+    time.sleep(0.05)  # long enough that both workers get tasks
     return os.getpid(), random.random()
 
 
