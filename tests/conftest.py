@@ -98,7 +98,8 @@ def _no_child_left_behind() -> Iterator[None]:
         )
 
 
-@pytest.fixture(params=MODES, ids=list(MODES))
+@pytest.fixture(params=[pytest.param(m, marks=pytest.mark.dask) if m == "dask" else m for m in MODES],
+                ids=list(MODES))
 def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """The engine name for the shared behaviour tests: use ``task_for(backend, fn)`` for the task.
 
