@@ -191,3 +191,16 @@ def test_diagnosis_names_a_slow_consumer() -> None:
     stats = run.statistics()
     assert stats.consumer_time > 0.1
     assert "consumer is the bottleneck" in stats.diagnosis
+
+
+def test_slowest_tasks_do_not_repr_whole_large_items() -> None:
+    # A plain repr of 4 MB of bytes is 16 MB of text: noting slow items must not pay for that.
+    from taskloom._errors import short_repr
+
+    big = bytes(4_000_000)
+    text = short_repr((big, "x" * 1_000_000, bytearray(big)))
+    assert len(text) <= 80
+    assert short_repr(big).endswith("...(4,000,000 bytes)") or len(short_repr(big)) <= 80
+    run = tl.imap(len, [big] * 3, mode="threads", workers=1, chunksize=1)
+    assert list(run) == [4_000_000] * 3
+    assert all(len(item) <= 80 for _, item, _ in run.statistics().slowest)

@@ -16,6 +16,7 @@ from them), so an error raised in a worker process or on a cluster arrives whole
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any
 
 __all__ = [
@@ -155,10 +156,32 @@ def _rebuild(
     return err
 
 
+class _BoundedRepr(reprlib.Repr):
+    """``reprlib`` with bytes-like objects sliced *before* their repr (reprlib has no handler
+    for them and would ``repr()`` the whole buffer, then cut it)."""
+
+    def _bytes(self, x: bytes | bytearray | memoryview, level: int) -> str:
+        if len(x) <= self.maxstring:
+            return repr(x)
+        return f"{bytes(x[: self.maxstring])!r}...({len(x):,} bytes)"
+
+    repr_bytes = repr_bytearray = repr_memoryview = _bytes
+
+
+_REPR = _BoundedRepr()
+_REPR.maxstring = _REPR.maxother = 120
+_REPR.maxlong = 60
+
+
 def short_repr(obj: object, limit: int = 80) -> str:
-    """``repr(obj)`` cut to ``limit`` characters; never raises."""
+    """``repr(obj)`` cut to ``limit`` characters; never raises, and cheap for large items.
+
+    ``reprlib`` bounds strings, bytes and containers while it builds the text: a plain ``repr``
+    of a 4 MB bytes object is a 16 MB string and ~20 ms holding the GIL (measured: it made thread
+    tasks of 2 ms take 25 ms while the scheduler noted the slowest items).
+    """
     try:
-        text = repr(obj)
+        text = _REPR.repr(obj)
     except Exception as exc:  # a broken __repr__ must not hide the real error
         text = f"<{type(obj).__name__} object; repr() failed: {exc!r}>"
     if len(text) > limit:
