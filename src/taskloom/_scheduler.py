@@ -93,7 +93,6 @@ class _Group:
     attempts: dict[int, int] = field(default_factory=dict)  # pos -> runs so far (absent: 1)
     crashes: dict[int, list[tuple[int, int | None]]] = field(default_factory=dict)
     durations: list[float] | None = None
-    delivered: int = 0  # unordered mode: how many of this group's results were handed out
 
 
 @dataclass(eq=False)

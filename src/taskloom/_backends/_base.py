@@ -119,8 +119,6 @@ class Backend(abc.ABC):
     workers: int = 1
     #: how many batches per worker the scheduler keeps in flight by default
     prefetch: int = 2
-    #: False when the backend runs a batch in the caller's thread during ``submit``
-    concurrent: bool = True
 
     @abc.abstractmethod
     def submit(self, batch: Batch) -> None:

@@ -9,7 +9,6 @@ class SequentialBackend(Backend):
     name = "sequential"
     workers = 1
     prefetch = 1
-    concurrent = False
 
     def submit(self, batch: Batch) -> None:
         from ._base import run_items
