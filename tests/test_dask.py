@@ -211,3 +211,27 @@ def test_shared_array_on_the_embedded_cluster_travels_by_name(no_address: None) 
     with tl.SharedArray.from_numpy(data) as arr:
         sums = tl.map(block_sum, [(arr, 0, 2000), (arr, 2000, 4000)], mode="dask", chunksize=1)
     assert sums == [float(data[:2000].sum()), float(data[2000:].sum())]
+
+
+def test_interpreter_exit_closes_the_embedded_cluster(tmp_path: Path) -> None:
+    script = tmp_path / "uses_dask.py"
+    script.write_text(
+        "import os, json, psutil, taskloom as tl\n"
+        "def sq(x): return x * x\n"
+        "if __name__ == '__main__':\n"
+        "    assert tl.map(sq, range(10), mode='dask') == [x * x for x in range(10)]\n"
+        "    kids = [p.pid for p in psutil.Process().children(recursive=True)]\n"
+        "    print(json.dumps(kids), flush=True)\n"  # exits here without calling shutdown()
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TASKLOOM_DASK_ADDRESS"}
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import json
+
+    kids = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(kids) >= 2  # the cluster's worker processes were there
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+                                              for p in kids):
+        time.sleep(0.05)
+    assert not [p for p in kids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
