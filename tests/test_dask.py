@@ -230,8 +230,10 @@ def test_interpreter_exit_closes_the_embedded_cluster(tmp_path: Path) -> None:
 
     kids = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len(kids) >= 2  # the cluster's worker processes were there
+    def alive() -> list[int]:
+        return [p for p in kids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-                                              for p in kids):
+    while alive() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not [p for p in kids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert alive() == []
