@@ -80,12 +80,12 @@ def test_tiny_tasks_are_batched(dask_cluster: str, no_address: None) -> None:
 
 
 def test_worker_death_becomes_worker_crashed(dask_cluster: str, no_address: None) -> None:
-    outcomes = tl.map(kill_own_worker, [0, 1, 2], mode=tl.Dask(address=dask_cluster), chunksize=1,
-                      on_error="collect")
-    assert [o.ok for o in outcomes] == [True, False, True]
-    error = outcomes[1].error
-    assert isinstance(error, tl.WorkerCrashed)
-    assert "KilledWorker" in str(error)
+    # The killer runs alone: each death also loses whatever else that worker held (Dask may then
+    # count a neighbour's task as suspicious too), which is Dask's behaviour, not what is tested.
+    [outcome] = tl.map(kill_own_worker, [1], mode=tl.Dask(address=dask_cluster), on_error="collect")
+    assert isinstance(outcome.error, tl.WorkerCrashed)
+    assert "KilledWorker" in str(outcome.error)
+    assert tl.map(helpers.square, [2, 3], mode=tl.Dask(address=dask_cluster)) == [4, 9]  # the cluster lives on
 
 
 def test_timeout_is_reported_on_time(dask_cluster: str, no_address: None) -> None:
