@@ -6,6 +6,7 @@ import dataclasses
 import json
 import sys
 
+from ._info import print_rows
 from ._inputs import load_function, read_records
 
 __all__ = ["run_advise"]
@@ -29,24 +30,8 @@ def run_advise(spec: str, sample: str, *, fmt: str | None, limit: int, budget: f
     rows = [("mode", advice.mode), ("workers", str(advice.workers)), ("chunksize", str(advice.chunksize))]
     rows += [(f"speedup on {mode}", f"{x:.2f}x (model)") for mode, x in advice.expected_speedup.items()]
     rows += [(k, f"{v:.4g}") for k, v in advice.measurements.items() if not k.startswith("modelled_")]
-    if sys.stdout.isatty():
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(title=f"taskloom advise {spec}", show_header=False, title_justify="left")
-        table.add_column(style="bold")
-        table.add_column()
-        for label, value in rows:
-            table.add_row(label, value)
-        console = Console()
-        console.print(table)
-        for reason in advice.reasons:
-            console.print(f"- {reason}")
-    else:
-        width = max(len(label) for label, _ in rows)
-        for label, value in rows:
-            print(f"{label + ':':<{width + 1}}  {value}")
-        print("why:")
-        for reason in advice.reasons:
-            print(f"  - {reason}")
+    print_rows(f"taskloom advise {spec}", rows)
+    print("why:")
+    for reason in advice.reasons:
+        print(f"  - {reason}")
     return 0

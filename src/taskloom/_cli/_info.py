@@ -25,12 +25,18 @@ def run_info(*, as_json: bool = False) -> int:
         json.dump(info, out, indent=2)
         out.write("\n")
         return 0
-    rows = describe(info)
+    print_rows("taskloom info", describe(info))
+    return 0
+
+
+def print_rows(title: str, rows: list[tuple[str, str]]) -> None:
+    """Label/value rows on stdout: a rich table on a terminal, aligned ``label: value`` lines else."""
+    out = sys.stdout
     if out.isatty():
         from rich.console import Console
         from rich.table import Table
 
-        table = Table(title="taskloom info", show_header=False, title_justify="left")
+        table = Table(title=title, show_header=False, title_justify="left")
         table.add_column(style="bold")
         table.add_column()
         for label, value in rows:
@@ -40,4 +46,3 @@ def run_info(*, as_json: bool = False) -> int:
         width = max(len(label) for label, _ in rows)
         for label, value in rows:
             out.write(f"{label + ':':<{width + 1}}  {value}\n")
-    return 0
