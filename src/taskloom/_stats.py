@@ -221,11 +221,12 @@ class Recorder:
         )
 
 
-def _fmt(seconds: float) -> str:
+def _fmt(seconds: float, digits: int = 1) -> str:
+    """Seconds in s, ms or us; ``digits`` decimals below a second."""
     if not math.isfinite(seconds):
         return "-"
     if seconds >= 1:
         return f"{seconds:.2f} s"
     if seconds >= 1e-3:
-        return f"{seconds * 1e3:.1f} ms"
-    return f"{seconds * 1e6:.1f} us"
+        return f"{seconds * 1e3:.{digits}f} ms"
+    return f"{seconds * 1e6:.{digits}f} us"

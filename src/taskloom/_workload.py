@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._backends._base import ItemError
+from ._stats import _fmt as format_seconds
 from ._system import ASYNC_DEFAULT_WORKERS, default_threads, gil_enabled, in_worker, usable_cpus
 
 __all__ = ["Advice", "advise"]
@@ -397,9 +398,6 @@ def advise(fn: Callable[[Any], Any], sample: Iterable[Any], *, budget: float = 1
     return decide(s, total if total is not None else ASSUMED_TASKS, function_pickles=lambda: function_pickles(fn))
 
 
+
 def _fmt(seconds: float) -> str:
-    if seconds >= 1:
-        return f"{seconds:.2f} s"
-    if seconds >= 1e-3:
-        return f"{seconds * 1e3:.2f} ms"
-    return f"{seconds * 1e6:.2f} us"
+    return format_seconds(seconds, 2)
