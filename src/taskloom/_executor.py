@@ -88,8 +88,9 @@ class Executor(concurrent.futures.Executor):
     def __init__(self, mode: ModeLike, *, workers: int | None = None, timeout: float | None = None,
                  retries: int = 0, progress: object = False) -> None:
         parsed = parse_mode(mode, allow_auto=False)
-        validate(_call, workers=workers, chunksize="auto", timeout=timeout, retries=retries,
-                 retry_on=Exception, on_error="collect", prefetch=None, ordered=False, progress=progress)
+        self._chunksize, _ = validate(_call, workers=workers, chunksize="auto", timeout=timeout, retries=retries,
+                                      retry_on=Exception, on_error="collect", prefetch=None, ordered=False,
+                                      progress=progress)
         self._progress = progress
         self._mode = parsed
         self._workers = workers if workers is not None else parsed.default_workers()
@@ -142,7 +143,7 @@ class Executor(concurrent.futures.Executor):
                     self._inbox,
                     backend=get_backend(self._mode, self._workers),
                     name="Executor.submit",
-                    chunksize=1 if (is_async or self._timeout is not None) else None,
+                    chunksize=1 if is_async else self._chunksize,  # validate(): 1 with a timeout
                     ordered=False,
                     timeout=self._timeout,
                     retries=self._retries,
