@@ -3,6 +3,7 @@
 #   make setup      create .venv (if missing) and install '.[all,dev]' (only when pyproject.toml changed)
 #   make test       lint -> typecheck -> pytest with branch coverage -> smoke on Python 3.10 / 3.13
 #   make bench      quick benchmark run, writes bench.html
+#   make docs       regenerate docs/api.md from the docstrings (scripts/gen_api_docs.py)
 #   make lint       ruff check
 #   make typecheck  mypy --strict (config in pyproject.toml)
 #   make pythons    show which interpreters the smoke runs would use
@@ -35,7 +36,7 @@ SMOKE_VERSIONS ?= 3.10 3.13
 PYENV_ROOT ?= /root/.pyenv
 
 # Directories that ruff checks (only those that exist are passed; see `lint`).
-LINT_DIRS ?= src tests benchmarks examples
+LINT_DIRS ?= src tests benchmarks examples scripts
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_INPUT := 1
@@ -156,6 +157,11 @@ test: setup lint typecheck cov smoke
 
 bench: setup
 	$(VENV_BIN)/taskloom bench --quick --report bench.html
+
+# The API reference, generated from the docstrings; tests/test_docs.py fails when it is stale.
+.PHONY: docs
+docs: setup
+	$(VENV_PY) scripts/gen_api_docs.py
 
 clean:
 	rm -rf .venv .venv-* build dist *.egg-info src/*.egg-info

@@ -4,7 +4,7 @@ Run by hand (not a test)::
 
     python benchmarks/overhead.py              # the full run, a few minutes
     python benchmarks/overhead.py --quick      # fewer repeats and items
-    python benchmarks/overhead.py --markdown   # the tables as Markdown, for the README
+    python benchmarks/overhead.py --markdown   # the tables as Markdown, for docs/performance.md
 
 Two workloads, the same for every method, every answer checked:
 

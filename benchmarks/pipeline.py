@@ -4,7 +4,7 @@ Run by hand (not a test)::
 
     python benchmarks/pipeline.py              # 500 items, 5 timed repeats: about two minutes
     python benchmarks/pipeline.py --quick      # 100 items, 1 repeat
-    python benchmarks/pipeline.py --markdown   # the tables as Markdown, for the README
+    python benchmarks/pipeline.py --markdown   # the tables as Markdown, for docs/performance.md
 
 The work, per item (the same functions for every method, every result checked):
 

@@ -19,7 +19,7 @@ every process that maps it.
 Part 2 — counters: increments from 2 worker processes (per-increment cost, contended), and one
 process alone (uncontended): taskloom.Counter vs multiprocessing.Value with its lock vs a Manager.
 
-Run: .venv/bin/python benchmarks/shared.py [--quick]. Prints Markdown tables (the README's).
+Run: .venv/bin/python benchmarks/shared.py [--quick]. Prints Markdown tables (docs/performance.md's).
 """
 
 from __future__ import annotations

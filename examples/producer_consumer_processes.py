@@ -21,7 +21,7 @@ import os
 import random
 import time
 
-import psutil
+from leftovers import wait_gone, worker_processes
 
 import taskloom as tl
 
@@ -59,26 +59,8 @@ def main() -> None:
     print(f"consumers ran on {stats.stages[1].workers} worker processes ({len(pids)} of them got items)")
     print(stats.table())
     tl.shutdown()
-    left = workers_left()
+    left = wait_gone(worker_processes(), timeout=5)  # workers take a moment to exit
     print("after taskloom.shutdown(): " + ("nothing left behind" if not left else f"{len(left)} processes left!"))
-
-
-def workers_left() -> list[psutil.Process]:
-    """Our child processes still alive, except multiprocessing's shared forkserver/resource tracker."""
-    deadline = time.monotonic() + 5  # workers take a moment to exit after shutdown
-    while True:
-        left = []
-        for child in psutil.Process().children(recursive=True):
-            try:
-                command = " ".join(child.cmdline())
-                if child.status() != psutil.STATUS_ZOMBIE and "forkserver" not in command and \
-                        "resource_tracker" not in command:
-                    left.append(child)
-            except psutil.Error:
-                continue  # already gone
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(0.05)
 
 
 if __name__ == "__main__":

@@ -224,3 +224,19 @@ def poll_until(predicate: Callable[[], bool], timeout: float, interval: float = 
             return False
         time.sleep(interval)
 
+
+
+# -- a per-worker initializer (Processes(initializer=...)) -------------------------------------------
+_WORKER_STATE: dict[str, Any] = {"value": None, "calls": 0}
+
+
+def load_state(value: Any) -> None:
+    """An initializer: what a worker loads once (a model, a connection) before its first task."""
+    _WORKER_STATE["value"] = value
+    _WORKER_STATE["calls"] += 1
+
+
+def read_state(_: object = None) -> tuple[int, Any, int]:
+    """(pid, the value the initializer loaded, how often the initializer ran in this worker)."""
+    time.sleep(0.005)
+    return os.getpid(), _WORKER_STATE["value"], _WORKER_STATE["calls"]

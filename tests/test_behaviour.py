@@ -6,6 +6,7 @@ processes and asyncio: results, errors, retries, streaming input, cancellation.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 import time
@@ -72,6 +73,13 @@ def test_ten_thousand_items(backend: str) -> None:
     items = range(10_000)
     got = tl.map(task_for(backend, helpers.square), items, mode=backend)
     assert got == expected(helpers.square, items)
+
+
+@pytest.mark.parametrize("mode", ["threads", "processes"])
+def test_tiny_tasks_are_batched(mode: str) -> None:
+    run = tl.imap(helpers.square, range(20_000), mode=mode)
+    assert list(run) == [x * x for x in range(20_000)]
+    assert run.statistics().batches < 2_000  # not one dispatch per item
 
 
 @pytest.mark.smoke
@@ -469,3 +477,12 @@ def test_nested_map_inside_a_thread_task_does_not_deadlock() -> None:
     caller.start()
     helpers.join(caller, "a tl.map inside a thread task never finished", timeout=10)
     assert result == [[5, 6, 7, 8]]
+
+
+def test_a_partial_is_named_by_its_function_in_errors() -> None:
+    task = functools.partial(helpers.fail_on_seven)
+    with pytest.raises(tl.TaskError) as info:
+        tl.map(task, range(10), mode="threads")
+    assert "(partial(fail_on_seven))" in str(info.value)
+    assert info.value.stage == "partial(fail_on_seven)"
+    assert "<function" not in str(info.value)

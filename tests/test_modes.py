@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 import taskloom as tl
+from taskloom import _system
 from taskloom._modes import parse_mode, parse_size
 from taskloom._system import usable_cpus
 
@@ -138,6 +142,47 @@ def test_default_workers() -> None:
     assert tl.Threads().default_workers() == min(32, cpus + 4)
     assert tl.Processes().default_workers() == cpus
     assert tl.Async().default_workers() == 100
+
+
+@pytest.mark.parametrize(
+    ("files", "cpus"),
+    [
+        ({"cpu.max": "50000 100000\n"}, 0.5),                       # v2: half a CPU
+        ({"cpu.max": "150000 100000\n"}, 1.5),
+        ({"cpu.max": "max 100000\n"}, None),                        # v2: no quota
+        ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1.0),  # v1
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),     # v1: no quota
+        ({}, None),                                                    # no cgroup files at all
+    ],
+)
+def test_cgroup_cpu_quota_is_read(tmp_path: Path, files: dict[str, str], cpus: float | None) -> None:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert _system._cgroup_cpu_limit(tmp_path) == cpus
+
+
+def test_a_container_quota_sizes_the_default_pools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "cpu.max").write_text("50000 100000\n")  # what a container limited to 0.5 CPU sees
+    monkeypatch.setattr(_system, "CGROUP_ROOT", tmp_path)
+    usable_cpus.cache_clear()
+    try:
+        assert usable_cpus() == 1
+        assert tl.Processes().default_workers() == 1
+        assert tl.Threads().default_workers() == 5  # min(32, 1 + 4)
+    finally:
+        usable_cpus.cache_clear()
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux-only")
+def test_cpu_affinity_sizes_the_default_pools() -> None:
+    # A fresh interpreter pinned to one CPU, as `taskset -c 0 python ...` would start it.
+    code = ("import os, multiprocessing, taskloom as tl; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+            "print(multiprocessing.cpu_count(), tl.Processes().default_workers(), tl.Threads().default_workers())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    host, processes, threads = map(int, out.stdout.split())
+    assert host == os.cpu_count()
+    assert (processes, threads) == (1, 5)
 
 
 # -- parse_size ----------------------------------------------------------------------------------------

@@ -648,21 +648,3 @@ def _interrupt_and_check(proc: subprocess.Popen[str]) -> None:
     assert proc.stderr is not None
     assert "KeyboardInterrupt" in proc.stderr.read()
     reader.join(10)
-
-
-# -- examples ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("name", "expected"),
-    [
-        ("producer_consumer_threads.py", ["consumed item-0-0", "all 10 items consumed, in order"]),
-        ("producer_consumer_processes.py", ["processed data-0", "2 worker processes", "nothing left behind"]),
-        ("download_parse_store.py", ["stored 20 pages", "download", "parse", "store"]),
-    ],
-)
-def test_examples_run(name: str, expected: list[str]) -> None:
-    env = {**os.environ, "TASKLOOM_SMALL": "1", "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / name)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=100, check=False)
-    assert proc.returncode == 0, proc.stderr
-    for text in expected:
-        assert text in proc.stdout, f"{text!r} not in the output of {name}:\n{proc.stdout}"

@@ -46,6 +46,15 @@ def test_locally_defined_class_results_come_back() -> None:
     assert [p.x for p in points] == list(range(10))
 
 
+# -- per-worker state -------------------------------------------------------------------------------
+def test_initializer_runs_once_in_each_worker_before_its_tasks() -> None:
+    results = tl.map(helpers.read_state, range(60), chunksize=1,
+                     mode=tl.Processes(initializer=helpers.load_state, initargs=("model-v1",)), workers=2)
+    assert {value for _, value, _ in results} == {"model-v1"}
+    assert {calls for _, _, calls in results} == {1}, "the initializer ran more than once in a worker"
+    assert len({pid for pid, _, _ in results}) <= 2
+
+
 # -- the warm pool -----------------------------------------------------------------------------------
 @pytest.mark.smoke
 def test_warm_pool_is_reused_across_calls() -> None:

@@ -548,12 +548,3 @@ def test_value_pickles_small_and_is_rebuilt_as_its_class() -> None:
         assert counter.get() == 5
         other.close()
         assert counter.get() == 5, "closing an attachment must not remove the owner's segment"
-
-
-# -- the example -------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("script", ["shared_array.py", "shared_state.py"])
-def test_examples_run(script: str) -> None:
-    result = subprocess.run([sys.executable, str(ROOT / "examples" / script)], cwd=ROOT, capture_output=True,
-                            text=True, timeout=120, check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "leaked" not in result.stderr

@@ -504,14 +504,6 @@ def test_tracked_lock_after_fork_reinit() -> None:
     lock.release()
 
 
-def test_example_deadlock_script() -> None:
-    result = subprocess.run([sys.executable, str(ROOT / "examples" / "deadlock.py")], cwd=ROOT,
-                            capture_output=True, text=True, timeout=HARD_TIMEOUT, check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "DeadlockError" in result.stdout
-    assert "LockOrderError" in result.stdout
-
-
 # -- in-process versions (bounded: a regression fails after the join timeout, it does not hang) -------------
 def test_cycle_in_process_breaks_with_one_deadlock_error() -> None:
     errors: list[BaseException] = []

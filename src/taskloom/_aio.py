@@ -27,8 +27,16 @@ T = TypeVar("T")
 class AsyncRun(AsyncIterator[Any]):
     """What ``aimap`` returns: ``async for`` over results; ``cancel()``, ``statistics()``, ``advice``.
 
+    It yields what the underlying ``Run`` yields (values, or ``Outcome`` objects with
+    ``on_error="collect"``); a failed task raises ``TaskError`` from the ``async for``.
     Leaving the loop early (``break``) and dropping the object cancels the run, as does
     ``async with``. Cancelling the task that iterates it cancels the run too.
+
+    Example::
+
+        async with taskloom.aimap(fetch, urls, workers=50) as results:
+            async for page in results:
+                ...
     """
 
     def __init__(self, fn: Callable[..., Any], items: Iterable[Any], options: dict[str, Any]) -> None:
@@ -69,6 +77,7 @@ class AsyncRun(AsyncIterator[Any]):
         return self._run
 
     async def to_list(self) -> list[Any]:
+        """Await every remaining result, as a list (what ``amap`` returns); the run is over after it."""
         run = await self.run()
         try:
             return await self._loop.run_in_executor(self._thread, run.to_list)
@@ -77,9 +86,11 @@ class AsyncRun(AsyncIterator[Any]):
 
     @property
     def advice(self) -> Any:
+        """The ``Advice`` of ``mode="auto"`` (None for an explicit mode, or before the run is built)."""
         return self._run.advice if self._run is not None else None
 
     def statistics(self) -> RunStatistics | None:
+        """A snapshot of the run's ``RunStatistics``, or None before the run is built (see ``run()``)."""
         return self._run.statistics() if self._run is not None else None
 
     def cancel(self) -> None:
@@ -91,6 +102,7 @@ class AsyncRun(AsyncIterator[Any]):
         self._finish()
 
     async def aclose(self) -> None:
+        """Cancel the run (the async-generator spelling of ``cancel()``)."""
         self.cancel()
 
     async def __aenter__(self) -> AsyncRun:
@@ -118,9 +130,17 @@ def _cancel_when_built(future: asyncio.Future[Run[Any]]) -> None:
 def aimap(fn: Callable[..., Any], items: Iterable[Any], **options: Any) -> AsyncRun:
     """``imap`` for code inside a running event loop: ``async for r in taskloom.aimap(fn, items)``.
 
-    Takes the same options as ``imap``. Coroutine functions run on the caller's loop, at most
-    ``workers`` at once; plain functions run on threads or processes as ``imap`` would run them.
-    The loop is never blocked.
+    Takes the same keyword options as ``imap``. Coroutine functions run on the caller's loop, at
+    most ``workers`` at once; plain functions run on threads or processes as ``imap`` would run
+    them. The loop is never blocked.
+
+    Returns:
+        An ``AsyncRun`` (iterate it with ``async for``; or ``await run.to_list()``).
+
+    Raises:
+        RuntimeError: no event loop is running in this thread.
+        ValueError, TypeError: a bad argument, when the first result is awaited.
+        TaskError: with on_error="raise", the first task that failed, from the ``async for``.
     """
     return AsyncRun(fn, items, options)
 
@@ -128,7 +148,9 @@ def aimap(fn: Callable[..., Any], items: Iterable[Any], **options: Any) -> Async
 async def amap(fn: Callable[..., Any], items: Iterable[Any], **options: Any) -> list[Any]:
     """``map`` for code inside a running event loop: ``results = await taskloom.amap(fn, items)``.
 
-    Takes the same options as ``imap``. Example::
+    Takes the same keyword options as ``imap`` and returns what ``map`` would: the results as a
+    list (``Outcome`` objects with ``on_error="collect"``). Coroutine functions run on the caller's
+    loop, so they may use its sessions and locks; the loop is never blocked. Example::
 
         async def main():
             async with aiohttp.ClientSession() as session:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import functools
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sized
 from typing import Any, Literal, TypeVar, overload
 
 from ._backends._base import Backend
-from ._errors import SerializationError
+from ._errors import SerializationError, short_repr
 from ._modes import Async, Auto, Mode, ModeLike, Processes, Sequential, Threads, parse_mode
 from ._outcome import Outcome
 from ._pools import get_backend
@@ -27,10 +28,13 @@ R = TypeVar("R")
 Chunksize = int | Literal["auto"]
 
 
-def _name(fn: Callable[..., Any]) -> str:
+def fn_name(fn: Callable[..., Any]) -> str:
+    """A short name for messages: ``f``, ``Class.method``, ``partial(f)`` (never a long repr)."""
     inner = getattr(fn, "fn", None) if isinstance(fn, _Star | _AStar) else fn
-    name = getattr(inner, "__qualname__", None) or getattr(inner, "__name__", None) or repr(inner)
-    return f"{name}" if isinstance(name, str) else repr(inner)
+    if isinstance(inner, functools.partial):
+        return f"partial({fn_name(inner.func)})"
+    name = getattr(inner, "__qualname__", None) or getattr(inner, "__name__", None)
+    return name if isinstance(name, str) else short_repr(inner)
 
 
 class _Star:
@@ -184,36 +188,52 @@ def imap(
 
     The input is consumed only as fast as workers take it (at most ``prefetch`` batches per
     worker in flight), so an endless generator is fine. Leaving the loop early cancels the rest.
+    With ``mode="auto"`` and a plain function, the first tasks run here, in the caller's thread,
+    while they are measured (their results are kept), so ``imap`` itself may take a moment to return.
+
+    Example::
+
+        run = taskloom.imap(parse, open("big.log"), ordered=False)
+        for record in run:          # leaving the loop early stops the work
+            ...
+        print(run.statistics().summary(), run.advice)
 
     Args:
         fn: a function of one argument; an ``async def`` function runs on asyncio.
         items: any iterable; a sized one (list, range) lets batching plan ahead.
-        mode: "auto" (measure and choose), "sequential", "threads", "processes", "async",
-            or a mode object such as ``taskloom.Processes(max_tasks_per_worker=100)``.
+        mode: "auto" (measure and choose; the default), "sequential", "threads", "processes",
+            "async", "dask", or a mode object such as ``taskloom.Processes(max_tasks_per_worker=100)``.
         workers: workers (threads, processes) or the concurrency cap (async). Default: the
-            usable CPUs for processes, ``min(32, cpus + 4)`` for threads, 100 for async.
-        chunksize: "auto" adapts batch sizes to measured task times; an int fixes them.
-        ordered: yield results in input order (True) or as soon as each is ready.
-        timeout: seconds one task may run; past it the task fails with ``TaskTimeout``.
-        retries: extra attempts for a task that raised one of ``retry_on``.
-        retry_on: the exception classes worth a retry.
+            usable CPUs for processes, ``min(32, cpus + 4)`` for threads, 100 for async, the
+            cluster's threads for dask, and what the measurement suggests for auto.
+        chunksize: "auto" (the default) adapts batch sizes to measured task times; an int fixes
+            them. With ``timeout`` or ``rate`` it must be 1 or "auto" (tasks then go one at a time).
+        ordered: yield results in input order (True, the default) or as soon as each is ready.
+        timeout: seconds one task may run (None, the default: no limit); past it the task fails
+            with ``TaskTimeout``.
+        retries: extra attempts for a task that raised one of ``retry_on`` (default 0).
+        retry_on: the exception classes worth a retry (default: ``Exception``).
         rate: at most this many task starts per second (a number) or ``"100/s"``, ``"30/min"``,
             ``"500/h"``; retries count as starts. Tasks are then sent one at a time.
         backoff: seconds before the first retry; each further retry waits twice as long (capped
             at 30 s), times a random factor in [0.5, 1] so retries do not arrive in lockstep.
-        on_error: "raise" - the first failure cancels the rest and raises ``TaskError``;
-            "collect" - yield an ``Outcome`` for every item, failed or not.
-        prefetch: batches per worker kept in flight (default: 2; 1 for async).
+        on_error: "raise" (the default) - the first failure cancels the rest and raises
+            ``TaskError``; "collect" - yield an ``Outcome`` for every item, failed or not.
+        prefetch: batches per worker kept in flight (default: 2; 1 for async and sequential).
         progress: True for a progress bar (a log line every few seconds when not on a terminal);
             a callable, called with a ``ProgressUpdate`` after each finished batch; or an object
             with ``update(n)`` such as a ``tqdm`` bar, advanced by finished tasks.
 
     Returns:
         A ``Run``: iterate it; ``.statistics()``, ``.advice`` and ``.cancel()`` describe and control it.
+        It yields ``fn``'s results, or one ``Outcome`` per item with ``on_error="collect"``.
 
     Raises:
-        ValueError, TypeError: a bad argument, before anything runs.
-        TaskError: with on_error="raise", the first task that failed (original as __cause__).
+        ValueError, TypeError: a bad argument, before anything runs (also an ``async def`` function
+            with a mode other than "async"/"auto", or a plain function with mode="async").
+        TaskError: while iterating, with on_error="raise": the first task that failed (the original
+            exception is its ``__cause__``); ``TaskTimeout``, ``WorkerCrashed`` and
+            ``SerializationError`` are its subclasses.
         SerializationError: the function cannot be sent to worker processes.
     """
     fixed, retry_classes = validate(
@@ -230,11 +250,11 @@ def imap(
     coroutine = is_coroutine_function(fn)
     if coroutine and not isinstance(parsed, Async | Auto):
         raise ValueError(
-            f"{_name(fn)} is an async def function: it needs mode='async' or 'auto', not {parsed.name!r}"
+            f"{fn_name(fn)} is an async def function: it needs mode='async' or 'auto', not {parsed.name!r}"
         )
     if isinstance(parsed, Async) and not coroutine:
         raise ValueError(
-            f"mode='async' runs async def functions, and {_name(fn)} is a plain function: "
+            f"mode='async' runs async def functions, and {fn_name(fn)} is a plain function: "
             "use mode='threads' for blocking I/O"
         )
     advice = None
@@ -257,13 +277,13 @@ def imap(
         backend = get_backend(parsed, workers)
     from ._progress import make_listener
 
-    listener = make_listener(progress, _name(fn), parsed.name, backend.workers,
+    listener = make_listener(progress, fn_name(fn), parsed.name, backend.workers,
                              None if total is None else total + len(head or ()))
     run: Run[Any] = Run(
         fn,
         source,
         backend=backend,
-        name=_name(fn),
+        name=fn_name(fn),
         chunksize=fixed,
         ordered=ordered,
         timeout=timeout,
@@ -291,7 +311,7 @@ def function_pickles(fn: Callable[..., Any]) -> str | None:
     from ._backends._processes import pickle_function
 
     try:
-        pickle_function(Job(fn, _name(fn)))
+        pickle_function(Job(fn, fn_name(fn)))
     except SerializationError as exc:
         return str(exc.__cause__ or exc)
     return None
@@ -364,20 +384,39 @@ def map(fn: Callable[[T], R], items: Iterable[T], *, mode: ModeLike = ..., worke
 def map(fn: Callable[[T], Any], items: Iterable[T], **options: Any) -> list[Any]:
     """Apply ``fn`` to every item and return the results as a list: ``list(imap(...))``.
 
-    Takes the same options as ``imap``. Example::
+    Takes the same keyword options as ``imap`` (``mode``, ``workers``, ``timeout``, ``retries``,
+    ``on_error``, ``progress``...). The list is in input order unless ``ordered=False``.
+
+    Example::
 
         squares = taskloom.map(square, range(10_000))
         pages = taskloom.map(fetch, urls, mode="threads", workers=64)
         outcomes = taskloom.map(risky, items, on_error="collect", retries=2, timeout=5.0)
+
+    Returns:
+        ``fn``'s results, or one ``Outcome`` per item with ``on_error="collect"``.
+
+    Raises:
+        ValueError, TypeError: a bad argument, before anything runs.
+        TaskError: with on_error="raise" (the default), the first task that failed; the rest are
+            cancelled and the original exception is its ``__cause__``.
     """
     run: Run[Any] = imap(fn, items, **options)
     return run.to_list()
 
 
 def starmap(fn: Callable[..., R], items: Iterable[Iterable[Any]], **options: Any) -> list[Any]:
-    """Like ``map``, with each item unpacked as the arguments: ``starmap(pow, [(2, 5), (3, 2)])``.
+    """Like ``map``, with each item unpacked as the arguments: ``starmap(pow, [(2, 5), (3, 2)])`` is ``[32, 9]``.
 
-    Takes the same options as ``imap``; with on_error="collect" it returns Outcomes.
+    Takes the same keyword options as ``imap``; ``fn`` may be an ``async def`` function.
+
+    Returns:
+        ``fn(*item)`` for every item, as a list; with on_error="collect", one ``Outcome`` per item
+        (its ``item`` is the argument tuple).
+
+    Raises:
+        ValueError, TypeError: a bad argument, before anything runs.
+        TaskError: with on_error="raise" (the default), the first task that failed.
     """
     wrapped: Callable[[Any], Any] = _AStar(fn) if is_coroutine_function(fn) else _Star(fn)
     run: Run[Any] = imap(wrapped, items, **options)

@@ -32,7 +32,11 @@ __all__ = [
 
 
 class TaskloomError(Exception):
-    """Base class of every error taskloom raises itself."""
+    """Base class of every error taskloom raises itself.
+
+    Bad arguments are not among them: they raise ``ValueError`` or ``TypeError``, before any
+    worker starts.
+    """
 
 
 class RemoteTraceback(Exception):
@@ -53,6 +57,9 @@ class RemoteTraceback(Exception):
 class TaskError(TaskloomError):
     """A task failed.
 
+    Raised by ``map``/``imap`` with ``on_error="raise"`` (the first failure), and found in
+    ``Outcome.error`` with ``on_error="collect"``.
+
     Attributes:
         index: position of the item in the input (0-based).
         item_repr: a short ``repr`` of the item.
@@ -61,6 +68,13 @@ class TaskError(TaskloomError):
         stage: the pipeline stage or function name the task belonged to.
 
     The original exception, when there is one, is ``__cause__``.
+
+    Example::
+
+        try:
+            taskloom.map(parse, lines)
+        except taskloom.TaskError as exc:
+            print(exc.index, exc.item_repr, repr(exc.__cause__))
     """
 
     def __init__(
@@ -97,7 +111,12 @@ class TaskTimeout(TaskError, TimeoutError):
     """A task ran past its ``timeout``.
 
     On processes the worker that ran it was terminated and replaced; on threads the thread could
-    not be stopped and runs on (its result is dropped); on asyncio the task was cancelled.
+    not be stopped and runs on (its result is dropped); on asyncio the task was cancelled; in
+    sequential mode the task ran to its end first. It is also a ``TimeoutError``, and a retry
+    (``retries=``) is tried for it when ``retry_on`` covers it (the default, ``Exception``, does).
+
+    Attributes:
+        timeout: the limit it ran past, in seconds.
     """
 
     def __init__(self, message: str, *, timeout: float | None = None, **kwargs: Any) -> None:
@@ -110,6 +129,9 @@ class TaskTimeout(TaskError, TimeoutError):
 
 class WorkerCrashed(TaskError):
     """The worker process running the task died (a signal, ``os._exit``, the OOM killer...).
+
+    The task was first run again on a fresh worker ``Processes(crash_retries=...)`` times (1 by
+    default); the other tasks of the run are not affected.
 
     Attributes:
         history: one ``(pid, exitcode)`` per attempt; a negative exitcode is ``-signal``.
@@ -128,6 +150,9 @@ class WorkerCrashed(TaskError):
 class SerializationError(TaskError):
     """The function, an item or a result could not be pickled or unpickled.
 
+    For the function, it is raised before any task runs; for an item or a result, only that task
+    fails. A result over ``Processes(max_result_size=...)`` fails the same way.
+
     Attributes:
         what: ``"function"``, ``"item"`` or ``"result"``.
     """
@@ -141,11 +166,20 @@ class SerializationError(TaskError):
 
 
 class LockOrderError(TaskloomError, RuntimeError):
-    """Locks were taken against their declared order (see ``OrderedLock``)."""
+    """Locks were taken against their declared order (see ``OrderedLock``).
+
+    Raised in the thread that takes a lock while holding a later one, at that moment, whether or
+    not another thread is there to deadlock with it. The message names both locks and where the
+    held one was taken.
+    """
 
 
 class DeadlockError(TaskloomError, RuntimeError):
-    """Threads wait on each other in a cycle; the message holds every stack in the cycle."""
+    """Threads wait on each other in a cycle, or a wait lasted too long (see ``deadlock_watch``).
+
+    The message holds the stack of every thread in the cycle (or of every thread, after a
+    timeout). Also raised when a thread takes a non-reentrant ``OrderedLock`` it already holds.
+    """
 
 
 def _rebuild(

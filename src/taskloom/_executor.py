@@ -67,15 +67,23 @@ class Executor(concurrent.futures.Executor):
     """A ``concurrent.futures.Executor`` on any taskloom engine except "auto".
 
     Futures raise the task's own exception, with the worker's traceback as its ``__cause__``,
-    as the stdlib's do. The pools underneath are taskloom's warm pools: creating and shutting
-    down an Executor is cheap, and ``taskloom.shutdown()`` stops the workers.
+    as the stdlib's do; a task that timed out, lost its worker or could not be pickled raises
+    ``TaskTimeout``, ``WorkerCrashed`` or ``SerializationError``. The pools underneath are
+    taskloom's warm pools: creating and shutting down an Executor is cheap, and
+    ``taskloom.shutdown()`` stops the workers. ``map()`` and ``with`` come from
+    ``concurrent.futures.Executor``; ``with`` calls ``shutdown(wait=True)`` at the end.
 
     Args:
-        mode: "threads", "processes", "async", "sequential", or a mode object.
-        workers: worker count (or concurrency cap for async).
-        timeout: seconds one task may run (it then fails with ``TaskTimeout``).
-        retries: extra attempts for a task that raised.
+        mode: "threads", "processes", "async" (``submit`` then takes ``async def`` functions),
+            "sequential", "dask", or a mode object.
+        workers: worker count (or concurrency cap for async). Default: the mode's own default,
+            as for ``taskloom.map``.
+        timeout: seconds one task may run (it then fails with ``TaskTimeout``); None: no limit.
+        retries: extra attempts for a task that raised an ``Exception`` (default 0).
         progress: as for ``map``: True for a bar of finished tasks, a callback, or a tqdm-like object.
+
+    Raises:
+        ValueError, TypeError: a bad argument (``mode="auto"`` included), at construction.
 
     Example::
 
@@ -103,7 +111,12 @@ class Executor(concurrent.futures.Executor):
         self._start_lock = threading.Lock()
 
     def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> concurrent.futures.Future[R]:
-        """Schedule ``fn(*args, **kwargs)``; return its Future."""
+        """Schedule ``fn(*args, **kwargs)``; return its Future.
+
+        Raises:
+            TypeError: ``fn`` is not callable.
+            RuntimeError: the executor was shut down.
+        """
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {fn!r}")
         future: concurrent.futures.Future[R] = concurrent.futures.Future()
@@ -119,7 +132,12 @@ class Executor(concurrent.futures.Executor):
         return self._run.statistics() if self._run is not None else None
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """No new tasks; optionally cancel those not started; optionally wait for the rest."""
+        """No new tasks; optionally cancel those not started; optionally wait for the rest.
+
+        Args:
+            wait: block until every task already started or queued has ended (default True).
+            cancel_futures: cancel the futures of tasks not yet handed to a worker (default False).
+        """
         with self._inbox.lock:
             self._shutdown = True
             self._inbox.closed = True

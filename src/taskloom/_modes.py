@@ -22,11 +22,17 @@ MODE_NAMES = ("sequential", "threads", "processes", "async", "dask", "auto")
 
 @dataclass(frozen=True)
 class Sequential:
-    """Run every task in the caller's thread, one after the other (debuggable, no overhead)."""
+    """Run every task in the caller's thread, one after the other (debuggable, no overhead).
+
+    Same as ``mode="sequential"``. Retries, ``on_error``, statistics and progress work as on every
+    engine; a task past its ``timeout`` cannot be interrupted: it runs to its end, then fails with
+    ``TaskTimeout``.
+    """
 
     name: Literal["sequential"] = field(default="sequential", init=False, repr=False)
 
     def default_workers(self) -> int:
+        """The worker count a call gets without ``workers=``: always 1."""
         return 1
 
 
@@ -34,14 +40,22 @@ class Sequential:
 class Threads:
     """Run tasks on a warm pool of threads: for I/O and for code that releases the GIL.
 
-    Without ``workers`` a call gets ``min(32, cpus + 4)`` threads, the stdlib's default.
-    Thread tasks see the caller's ``contextvars``.
+    Same as ``mode="threads"`` with the defaults. Without ``workers`` a call gets
+    ``min(32, cpus + 4)`` threads, the stdlib's default. Thread tasks see the caller's
+    ``contextvars``. A thread cannot be stopped: a task past its ``timeout`` fails with
+    ``TaskTimeout`` at the deadline and runs on (its result is dropped) while the pool starts a
+    replacement thread.
+
+    Args:
+        idle_timeout: seconds after which an idle pool thread exits (default 60.0); the next task
+            starts a new one.
     """
 
     idle_timeout: float = 60.0
     name: Literal["threads"] = field(default="threads", init=False, repr=False)
 
     def default_workers(self) -> int:
+        """The worker count a call gets without ``workers=``: ``min(32, usable CPUs + 4)``."""
         return default_threads()
 
 
@@ -60,17 +74,34 @@ def _default_start_method() -> str:
 class Processes:
     """Run tasks on taskloom's own warm process pool: for pure-Python CPU work.
 
+    Same as ``mode="processes"`` with the defaults. The function, items and results travel
+    pickled (cloudpickle for the function, so lambdas and closures work); scripts need the
+    ``if __name__ == "__main__":`` guard, since workers import the main module. A task past its
+    ``timeout`` has its worker terminated and replaced.
+
+    Example::
+
+        taskloom.map(work, items, mode=taskloom.Processes(max_tasks_per_worker=500, max_memory="2GiB",
+                                                          initializer=load_model))
+
     Args:
-        start_method: ``"forkserver"`` (default on Linux), ``"spawn"`` or ``"fork"``.
-        max_tasks_per_worker: recycle a worker after this many tasks (leaky libraries).
-        max_memory: recycle a worker whose RSS is over this after a task, e.g. ``"2GiB"``.
+        start_method: ``"forkserver"`` (the default on POSIX systems other than macOS), ``"spawn"``
+            (the default on macOS and Windows) or ``"fork"``.
+        max_tasks_per_worker: recycle a worker after this many tasks (leaky libraries); None
+            (the default): never.
+        max_memory: recycle a worker whose RSS is over this after a task: bytes, or a string such
+            as ``"2GiB"`` or ``"500MB"``; None (the default): no limit.
         initializer: called once in each worker before its first task, with ``initargs``.
         initargs: arguments for ``initializer``.
         crash_retries: how often a task whose worker died is run again on a fresh worker
-            before it is reported as ``WorkerCrashed`` (counted apart from ``retries``).
-        idle_timeout: seconds after which an idle worker exits.
-        max_result_size: a result larger than this (bytes or "512MiB") fails as
-            ``SerializationError`` instead of exhausting memory.
+            before it is reported as ``WorkerCrashed`` (default 1; counted apart from ``retries``).
+        idle_timeout: seconds after which an idle worker exits (default 120.0).
+        max_result_size: a result larger than this (bytes or a string such as ``"512MiB"``) fails
+            as ``SerializationError`` instead of exhausting memory; None (the default): no limit.
+
+    Raises:
+        ValueError, TypeError: an unknown start method, a size that cannot be read, an
+            out-of-range count or timeout, or an initializer that is not callable.
     """
 
     start_method: str | None = None
@@ -102,9 +133,12 @@ class Processes:
 
     @property
     def resolved_start_method(self) -> str:
+        """The start method workers will use: ``start_method``, or this platform's default."""
         return self.start_method or _default_start_method()
 
     def default_workers(self) -> int:
+        """The worker count a call gets without ``workers=``: the CPUs this process may use
+        (CPU affinity and cgroup quota, not ``os.cpu_count()``)."""
         return usable_cpus()
 
 
@@ -121,6 +155,10 @@ class Async:
         loop: ``"asyncio"`` (default) or ``"uvloop"`` (the ``taskloom[uvloop]`` extra).
         debug: report, with its stack, any coroutine that blocks the loop for more than
             100 ms (also on with the environment variable ``TASKLOOM_DEBUG=1``).
+
+    Raises:
+        ValueError: ``loop`` is neither "asyncio" nor "uvloop" (at construction), or uvloop is
+            not installed (when a run starts).
     """
 
     loop: str = "asyncio"
@@ -132,10 +170,12 @@ class Async:
             raise ValueError(f"loop must be 'asyncio' or 'uvloop', got {self.loop!r}")
 
     def default_workers(self) -> int:
+        """The concurrency cap a call gets without ``workers=``: 100 coroutines at once."""
         return ASYNC_DEFAULT_WORKERS
 
     @property
     def debugging(self) -> bool:
+        """Whether blocking coroutines are reported: ``debug``, or ``TASKLOOM_DEBUG`` set and not "0"."""
         return self.debug or os.environ.get("TASKLOOM_DEBUG", "") not in ("", "0")
 
 
@@ -164,16 +204,27 @@ class Dask:
             other.address, other.client is None or id(other.client))
 
     def default_workers(self) -> int:
+        """0, which stands for "the cluster's thread count", known once connected."""
         return 0  # the cluster's thread count, known once connected
 
 
 @dataclass(frozen=True)
 class Auto:
-    """Measure the first task and choose the mode (see ``taskloom.advise``)."""
+    """Measure the first tasks and choose the mode: the default, same as ``mode="auto"``.
+
+    A plain function's first tasks run in the caller's thread, timed (wall against CPU time),
+    for a budget of about 50 ms and at most 64 tasks (their results are kept); two more may run
+    on two threads at once to see whether the function releases the GIL. A cost model then picks
+    sequential, threads or processes and the worker count, and the run's ``advice`` says why. If
+    later tasks turn out much longer or shorter than sampled, the choice is made again, once. An
+    ``async def`` function always goes to "async". ``taskloom.advise`` gives the same advice
+    without running the job.
+    """
 
     name: Literal["auto"] = field(default="auto", init=False, repr=False)
 
     def default_workers(self) -> int:
+        """The usable CPUs (the worker count ``mode="auto"`` actually uses comes from its measurement)."""
         return usable_cpus()
 
 

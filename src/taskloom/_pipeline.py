@@ -37,7 +37,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sized
 from typing import Any, Generic, Literal, TypeVar, overload
 
-from ._api import is_coroutine_function, validate
+from ._api import fn_name, is_coroutine_function, validate
 from ._modes import Async, Auto, ModeLike, parse_mode
 from ._pipeline_flow import (
     DEFAULT_MAXSIZE,
@@ -60,11 +60,6 @@ R = TypeVar("R")
 _Node = StageSpec | StepSpec
 
 
-def _fn_name(fn: Callable[..., Any]) -> str:
-    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
-    return name if isinstance(name, str) else type(fn).__name__
-
-
 def _check_size(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -76,7 +71,8 @@ class Pipeline(Generic[T_co]):
     Each ``then``/``filter``/``batch``/``flatten`` returns a new ``Pipeline``; nothing runs until
     the pipeline is iterated (or ``run()``/``collect()`` is called). A pipeline over a re-iterable
     source (a list, a range) may be run again; ``errors`` and ``statistics()`` describe the latest
-    run. It is also a context manager: leaving the ``with`` block cancels it.
+    run. It is also a context manager: leaving the ``with`` block cancels it. Iterating a pipeline
+    that is already running (in another loop or thread) raises ``RuntimeError``.
 
     **Memory bound.** Items read from the source and not yet delivered are at most::
 
@@ -156,7 +152,7 @@ class Pipeline(Generic[T_co]):
         if maxsize is not None:
             _check_size("maxsize", maxsize)
         parsed = parse_mode(mode)
-        label = name or _fn_name(fn)
+        label = name or fn_name(fn)
         coroutine = is_coroutine_function(fn)
         if coroutine and not isinstance(parsed, Async | Auto):
             raise ValueError(f"stage {label!r} is an async def function: it needs mode='async' or 'auto', "
@@ -178,7 +174,7 @@ class Pipeline(Generic[T_co]):
         """
         if not callable(pred):
             raise TypeError(f"pred must be callable, got {pred!r}")
-        return self._add(StepSpec("filter", f"filter({_fn_name(pred)})", fn=pred))
+        return self._add(StepSpec("filter", f"filter({fn_name(pred)})", fn=pred))
 
     def batch(self, n: int) -> Pipeline[list[T_co]]:
         """Group items into lists of ``n`` (the last one may be shorter), in order."""
@@ -257,7 +253,11 @@ class Pipeline(Generic[T_co]):
         return self.statistics()
 
     def collect(self) -> list[T_co]:
-        """Run to the end and return the results as a list."""
+        """Run to the end and return the results as a list.
+
+        Raises:
+            TaskError: a stage with on_error="raise" failed (named in ``.stage``).
+        """
         return list(self)
 
     def cancel(self) -> None:

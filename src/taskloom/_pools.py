@@ -115,8 +115,15 @@ def _forget_in_child() -> None:
     _keep.clear()
 
 
+def _at_exit() -> None:
+    shutdown()
+    threads = sys.modules.get("taskloom._backends._threads")
+    if threads is not None:  # thread tasks still running get a grace period, not a kill mid-write
+        threads.finish_running()
+
+
 # multiprocessing.util is imported above, so its atexit hook (which joins child processes) was
 # registered before ours and runs after it: our workers are gone by then.
-atexit.register(shutdown)
+atexit.register(_at_exit)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_in_child)

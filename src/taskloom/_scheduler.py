@@ -185,9 +185,17 @@ class Run(Generic[T]):
     by leaving a ``with`` block, by Ctrl-C while it waits, or when it is dropped. A cancelled run
     yields nothing more. To take a few results and go on later, call ``next(run)``.
 
+    Example::
+
+        with taskloom.imap(fetch, urls, mode="threads") as run:
+            first = next(run)                 # one result; the run goes on
+            rest = run.to_list()
+        print(run.statistics().summary())
+
     Attributes:
         advice: why ``mode="auto"`` chose this engine (None for an explicit mode).
-        mode: the engine the tasks run on.
+        mode: the engine the tasks run on ("threads", "processes"...; ``mode="auto"`` may
+            switch it once during the run).
         workers: the worker (or concurrency) count in use.
     """
 
@@ -305,11 +313,15 @@ class Run(Generic[T]):
 
     @property
     def window(self) -> int:
-        """Groups of consecutive items (batches) this run keeps in flight at most."""
+        """Groups of consecutive items (batches) this run keeps in flight at most: ``workers x prefetch``."""
         return self._window
 
     def wake(self) -> None:
-        """Make the consumer look at its input again (a PushSource got items)."""
+        """Make the consumer look at its input again (a PushSource got items).
+
+        Plumbing for ``Executor``, whose input is pushed from other threads; a run over an
+        ordinary iterable never needs it.
+        """
         self._sink.put(_Wake())
 
     def statistics(self) -> RunStatistics:
@@ -338,7 +350,11 @@ class Run(Generic[T]):
                 self.cancel()
 
     def to_list(self) -> list[T]:
-        """Drain the run into a list, one block at a time (the fast path behind ``map``)."""
+        """Drain the run into a list, one block at a time (the fast path behind ``map``).
+
+        Raises:
+            TaskError: with on_error="raise", the first task that failed (the run is cancelled).
+        """
         self._hold_finished = False
         out: list[T] = list(self._current)
         try:

@@ -29,6 +29,10 @@ EXIT_GRACE = 10.0
 class Service:
     """A function running in the background; see ``taskloom.background``.
 
+    It runs on a thread of its own (an ordinary thread when it can be told to stop: ``fn`` takes
+    ``stop`` or runs at an ``interval``; otherwise a daemon thread given 10 s at interpreter exit).
+    Leaving a ``with`` block calls ``stop()``.
+
     Attributes:
         name: the thread's name.
         restarts: how many times it was restarted after a failure.
@@ -81,6 +85,11 @@ class Service:
     def stop(self, timeout: float | None = None) -> None:
         """Ask it to stop (no new run starts; ``fn(stop=...)`` sees the event), then ``join``.
 
+        A run in progress is not interrupted: it finishes first.
+
+        Args:
+            timeout: seconds to wait for it to end; None (the default) waits as long as it takes.
+
         Raises:
             TimeoutError: it did not stop within ``timeout`` seconds.
             Exception: the exception that ended the service, if one did.
@@ -89,7 +98,15 @@ class Service:
         self.join(timeout)
 
     def join(self, timeout: float | None = None) -> None:
-        """Wait until it ends; re-raise the exception that ended it, if any."""
+        """Wait until it ends (without asking it to stop); re-raise the exception that ended it, if any.
+
+        Args:
+            timeout: seconds to wait; None (the default) waits as long as it takes.
+
+        Raises:
+            TimeoutError: it is still running after ``timeout`` seconds.
+            Exception: the exception that ended the service, if one did.
+        """
         self._thread.join(timeout)
         if self._thread.is_alive():
             raise TimeoutError(f"service {self.name!r} did not stop within {timeout} s")
@@ -186,10 +203,13 @@ def background(fn: Callable[..., Any], *, interval: float | None = None, name: s
         interval: seconds between the end of one run and the start of the next; None: run once.
         name: the thread's name (default: from the function).
         restart: ``"on-failure"`` restarts it after an exception, up to ``max_restarts`` times.
-        max_restarts: restarts allowed with ``restart="on-failure"``.
+        max_restarts: restarts allowed with ``restart="on-failure"`` (default 3).
 
     Returns:
         The running ``Service``.
+
+    Raises:
+        TypeError, ValueError: a bad argument (``fn`` not callable, a negative ``interval``...).
 
     Example::
 

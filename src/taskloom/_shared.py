@@ -361,12 +361,12 @@ class SharedArray(_Closeable):
 
     Example::
 
-        with tl.SharedArray.from_numpy(big) as arr:
-            sums = tl.map(block_sum, [(arr, lo, lo + 1000) for lo in range(0, len(arr), 1000)],
-                          mode="processes")
+        with tl.SharedArray.from_numpy(big) as arr:               # block_sum(arr, lo, hi)
+            sums = tl.starmap(block_sum, [(arr, lo, lo + 1000) for lo in range(0, len(arr), 1000)],
+                              mode="processes")
 
-        with tl.SharedArray.zeros((8, 1_000), "float64") as out:   # workers write their rows
-            tl.map(fill_row, [(out, i) for i in range(8)], mode="processes")
+        with tl.SharedArray.zeros((8, 1_000), "float64") as out:   # fill_row(out, i) writes row i
+            tl.starmap(fill_row, [(out, i) for i in range(8)], mode="processes")
             total = np.asarray(out).sum()
 
     Attributes:
@@ -472,14 +472,17 @@ class SharedArray(_Closeable):
 
     @property
     def ndim(self) -> int:
+        """The number of dimensions, as ``numpy.ndarray.ndim``."""
         return len(self.shape)
 
     @property
     def size(self) -> int:
+        """The number of elements, as ``numpy.ndarray.size``."""
         return _product(self.shape)
 
     @property
     def closed(self) -> bool:
+        """True once this object was closed (in the owner: once the segment was removed)."""
         return getattr(self, "_view", None) is None or (self._segment.owner and self._segment.closed)
 
     @property
@@ -628,9 +631,10 @@ class Value(_Closeable, Generic[_T]):
     It pickles as the name of its segment, so it can be passed to process workers (even ones
     already running) as an ordinary argument, unlike ``multiprocessing.Value``, whose lock can
     only be inherited by a process as it starts. Every operation holds a lock that excludes other
-    threads *and* other processes (``fcntl.flock``; see the module notes), so ``add`` is a real
+    threads *and* other processes (``fcntl.flock``, which the kernel releases if a holder dies), so ``add`` is a real
     read-modify-write. Create it in the parent: the creating process removes the segment on
     :meth:`close`, at the end of a ``with`` block, on garbage collection, at exit, or when it dies.
+    Once closed, reading or updating it raises ``ValueError``.
 
     Example::
 
@@ -724,7 +728,11 @@ class Value(_Closeable, Generic[_T]):
         return value
 
     def set(self, value: _T) -> None:
-        """Replace the value."""
+        """Replace the value.
+
+        Raises:
+            struct.error: the value does not fit the dtype.
+        """
         self._run(_SET, value)
 
     def add(self, n: _T) -> _T:
@@ -755,6 +763,7 @@ class Value(_Closeable, Generic[_T]):
 
     @property
     def closed(self) -> bool:
+        """True once ``close()`` was called on this object; it can no longer be read or sent."""
         return self._mm is None
 
     def close(self) -> None:

@@ -24,6 +24,8 @@ SLOWEST = 5
 class RunStatistics:
     """A snapshot of a run: counts, where the time went, and why it was as fast as it was.
 
+    ``print(run.statistics().summary())`` shows it as a table that ends with the ``diagnosis``.
+
     Attributes:
         mode: the engine that ran the tasks ("threads", "processes", ...).
         workers: the worker (or concurrency) count in use.
@@ -142,7 +144,15 @@ class ProgressUpdate:
         failed: of those, tasks that failed.
         total: how many tasks the run has, when known.
         elapsed: seconds since the run started.
-        mode: the engine; workers: its worker count.
+        mode: the engine ("threads", "processes"...).
+        workers: its worker (or concurrency) count.
+
+    Example::
+
+        def show(update: taskloom.ProgressUpdate) -> None:
+            print(f"{update.done}/{update.total or '?'} done, {update.failed} failed")
+
+        taskloom.map(work, items, progress=show)
     """
 
     done: int

@@ -178,6 +178,7 @@ class _TrackedLock:
         self._inner.release()  # RuntimeError("release unlocked lock") when it was not held
 
     def locked(self) -> bool:
+        """Whether some thread holds the lock now (a snapshot: it may change at once)."""
         return bool(self._inner.locked())
 
     def __enter__(self) -> bool:
@@ -388,8 +389,15 @@ class OrderedLock(_TrackedLock):
 
     Args:
         name: shown in errors and reports.
-        rank: the lock's rank: lower ranks must be taken first; among equal ranks, the lock
-            created first comes first.
+        rank: the lock's rank (default 0): lower ranks must be taken first; among equal ranks,
+            the lock created first comes first.
+
+    Attributes:
+        name: the lock's name.
+        rank: the lock's rank.
+
+    Raises:
+        TypeError: ``name`` is not a non-empty string, or ``rank`` is not an int.
     """
 
     __slots__ = ("_order", "_plain", "rank")
@@ -499,6 +507,7 @@ class OrderedRLock(OrderedLock):
         return super()._is_owned()
 
     def locked(self) -> bool:
+        """Whether some thread holds the lock now (a snapshot: it may change at once)."""
         if not self._plain:
             return super().locked()
         # The C RLock has no locked() before Python 3.14: probe it.
@@ -627,7 +636,16 @@ def _tracked_rlock(*args: Any, **kwargs: Any) -> _TrackedRLock:
 
 
 class DeadlockWatch:
-    """An active ``deadlock_watch``: what it found so far is in ``reports``."""
+    """An active ``deadlock_watch``: what it found so far is in ``reports``.
+
+    Use it as a context manager (``with taskloom.deadlock_watch() as watch:``). Leaving the block
+    normally after a deadlock was found in any thread raises ``DeadlockError`` with the first report.
+
+    Attributes:
+        timeout: seconds a thread may wait for a tracked lock before it is reported.
+        track_new_locks: whether ``threading.Lock``/``RLock`` are swapped for tracked locks.
+        reports: the text of every deadlock found so far.
+    """
 
     def __init__(self, timeout: float, track_new_locks: bool) -> None:
         self.timeout = timeout

@@ -22,17 +22,21 @@ def in_worker() -> bool:
     return os.environ.get(IN_WORKER_ENV) == "1"
 
 
-def _cgroup_cpu_limit() -> float | None:
+#: where the cgroup file systems are mounted (v2 unified, or v1's ``cpu`` controller below it)
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def _cgroup_cpu_limit(root: Path) -> float | None:
     """CPUs allowed by a cgroup quota (v2 ``cpu.max`` or v1 ``cfs_quota_us``), or None."""
     try:
-        text = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        text = (root / "cpu.max").read_text().split()
         if text and text[0] != "max":
             return int(text[0]) / int(text[1])
     except (OSError, ValueError, IndexError):
         pass
     try:
-        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
-        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
         if quota > 0 and period > 0:
             return quota / period
     except (OSError, ValueError):
@@ -45,7 +49,7 @@ def usable_cpus() -> int:
     """CPUs this process may actually use: affinity and cgroup quota, not ``os.cpu_count()``."""
     # sched_getaffinity is missing on macOS and Windows.
     count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    limit = _cgroup_cpu_limit()
+    limit = _cgroup_cpu_limit(CGROUP_ROOT)
     if limit is not None:
         count = min(count, max(1, math.ceil(limit)))
     return max(1, count)

@@ -74,13 +74,16 @@ PRIORS = {
 class Advice:
     """Which engine suits a function, and why.
 
+    ``str(advice)`` is one line: mode, workers, chunksize and the reasons.
+
     Attributes:
         mode: "sequential", "threads", "processes" or "async".
         workers: the worker count (or concurrency cap) to use.
         chunksize: the batch size, or "auto" (adaptive).
-        expected_speedup: per mode, the modelled speedup over sequential.
         reasons: plain sentences explaining the choice.
-        measurements: the raw numbers the choice rests on.
+        expected_speedup: per mode considered, the modelled speedup over sequential.
+        measurements: the raw numbers the choice rests on (seconds per task, CPU ratio, pickled
+            sizes, modelled seconds per mode...).
     """
 
     mode: str
@@ -365,16 +368,23 @@ def advise(fn: Callable[[Any], Any], sample: Iterable[Any], *, budget: float = 1
     """Measure ``fn`` on ``sample`` items here and say which engine suits it, and why.
 
     Runs sample tasks in this thread (and two at once on two threads, for CPU-bound work) within
-    ``budget`` seconds, then applies the cost model described in ``taskloom._workload``.
+    ``budget`` seconds, measures pickling costs, then applies the cost model ``mode="auto"``
+    uses. The tasks really run (their results are discarded), and a short sample may be run more
+    than once. ``taskloom advise module:function SAMPLE`` does the same from the command line.
 
     Args:
-        fn: the function to measure (a coroutine function is always advised "async").
+        fn: the function to measure (a coroutine function is always advised "async", unrun).
         sample: representative items; the first few are run, the rest ignored.
-        budget: seconds of sample tasks to run at most (at least one task always runs).
+        budget: seconds of sample tasks to run at most (default 1.0; the first task and the first
+            two-thread probe run even past it).
         total: how many tasks the real job has (default: assume 10,000).
 
     Returns:
         An ``Advice`` with mode, workers, chunksize, expected speedups, reasons and measurements.
+
+    Raises:
+        TypeError: ``fn`` is not callable.
+        ValueError: ``budget`` is not a positive number, or ``sample`` is empty.
 
     Example::
 

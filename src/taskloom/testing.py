@@ -188,7 +188,7 @@ def stress(
 
     Each repetition calls ``setup()``, starts the threads, releases them together from a barrier
     so that they really overlap, joins them, then calls ``check()``. Every thread gives the GIL
-    away at seeded random bytecodes (see the module notes), which exposes races that ordinary
+    away at seeded random bytecodes (see ``help(taskloom.testing)``), which exposes races that ordinary
     thread switching on CPython 3.10+ almost never does.
 
     Example (the guide's counter)::

@@ -4,18 +4,60 @@ Threads start on demand (up to ``workers``), take batches from one queue, run ea
 the submitting caller's ``contextvars`` context, and exit after ``idle_timeout`` idle seconds.
 A thread cannot be killed: ``abort`` (a deadline passed) abandons the thread - it runs on, its
 result is ignored by the scheduler - and starts a replacement so the pool keeps its capacity.
+
+Pool threads are daemon threads, so a task that never returns cannot hang the interpreter's
+exit. But a task still running then - abandoned by a failed or cancelled run - should not be
+killed in the middle of a write either: at exit, ``finish_running`` gives such tasks a grace
+period (the exit hook in ``_pools`` calls it), except tasks past their ``timeout`` and exits
+caused by Ctrl-C, which the user asked to stop.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import queue
+import sys
 import threading
+import time
 from itertools import count
 
 from ._base import Backend, Batch, Done, Started, enter_depth, run_items
 
 _names = count(1)
+
+#: pool threads running a task now, across every pool (also pools already shut down), and
+#: whether that task's deadline passed (abandoned by ``abort``): read by ``finish_running``
+_running_anywhere: dict[threading.Thread, bool] = {}
+_running_lock = threading.Lock()
+
+#: seconds the exit hook waits for thread tasks still running (like background services)
+EXIT_GRACE = 10.0
+
+
+def _forget_in_child() -> None:
+    # A forked child has none of our threads, and the lock may have been held mid-fork.
+    global _running_lock
+    _running_lock = threading.Lock()
+    _running_anywhere.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
+
+
+def finish_running(grace: float = EXIT_GRACE) -> None:
+    """At interpreter exit: let thread tasks still running finish, for up to ``grace`` seconds.
+
+    Not for tasks past their deadline, and not when the program is ending on Ctrl-C.
+    """
+    if isinstance(getattr(sys, "last_value", None), KeyboardInterrupt):
+        return
+    deadline = time.monotonic() + grace
+    with _running_lock:
+        waiting = [thread for thread, overdue in _running_anywhere.items() if not overdue]
+    for thread in waiting:
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 class ThreadBackend(Backend):
@@ -49,6 +91,10 @@ class ThreadBackend(Backend):
         batch.cancelled = True
         with self._lock:
             thread = self._running.get(batch.id)
+            if thread is not None:
+                with _running_lock:
+                    if thread in _running_anywhere:
+                        _running_anywhere[thread] = True  # past its deadline: not waited for at exit
             if thread is not None and not self._closed:
                 # The thread runs on (Python cannot stop it); keep capacity with a replacement.
                 self._extra += 1
@@ -92,6 +138,8 @@ class ThreadBackend(Backend):
                     continue
                 with self._lock:
                     self._running[batch.id] = me
+                with _running_lock:
+                    _running_anywhere[me] = False
                 try:
                     if batch.timed:
                         from time import monotonic
@@ -105,6 +153,8 @@ class ThreadBackend(Backend):
                     values, errors, durations, elapsed = ctx.copy().run(call) if ctx is not None else call()
                     batch.sink.put(Done(batch.id, values, errors, durations, elapsed, name))
                 finally:
+                    with _running_lock:
+                        _running_anywhere.pop(me, None)
                     with self._lock:
                         self._running.pop(batch.id, None)
                         abandoned = _is_cancelled(batch) and self._extra > 0
