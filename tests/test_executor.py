@@ -252,3 +252,13 @@ def test_submit_after_shutdown_raises_runtime_error(mode: str) -> None:
     never_used.shutdown()
     with pytest.raises(RuntimeError):
         never_used.submit(helpers.square, 3)
+
+
+def test_time_without_submissions_counts_as_input_wait() -> None:
+    with tl.Executor("threads", workers=2) as ex:
+        assert ex.submit(helpers.square, 2).result(timeout=30) == 4
+        time.sleep(0.3)  # the executor has nothing to do: it waits for its input
+        assert ex.submit(helpers.square, 3).result(timeout=30) == 9
+        stats = ex.statistics()
+    assert stats is not None
+    assert stats.input_wait >= 0.25, stats.summary()

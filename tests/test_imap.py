@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import threading
 
 import pytest
 
 import taskloom as tl
 from tests import helpers
-from tests.helpers import counting, expected, task_for
+from tests.helpers import counting, expected, join, task_for, wait_for
 
 TAKE = 1_000
 
@@ -178,3 +179,29 @@ def test_async_task_sees_the_callers_contextvars() -> None:
     finally:
         helpers.REQUEST_ID.reset(token)
     assert got == ["request-7"] * 20
+
+
+def test_a_sequential_task_does_not_hold_the_run_for_other_threads() -> None:
+    # The task runs in the consumer's thread; statistics() and cancel() from another thread must
+    # not wait for it to finish.
+    started, release = threading.Event(), threading.Event()
+    results: list[object] = []
+
+    def task(x: int) -> int:
+        started.set()
+        release.wait(30)
+        return x
+
+    run = tl.imap(task, [1, 2, 3], mode="sequential")
+    consumer = threading.Thread(target=lambda: results.extend(run), daemon=True)
+    consumer.start()
+    try:
+        wait_for(started, "the task to start")
+        answered = threading.Event()
+        asker = threading.Thread(target=lambda: (run.statistics(), run.cancel(), answered.set()), daemon=True)
+        asker.start()
+        assert answered.wait(10), "statistics()/cancel() waited for the running task"
+    finally:
+        release.set()
+    join(consumer, "the consumer")
+    assert results in ([], [1])  # cancelled while task 1 ran: nothing after it runs

@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 import taskloom as tl
 from taskloom._pipeline_flow import Channel, StageError
 from taskloom._pipeline_report import PipelineProgress
+from taskloom._pools import live_backends
 from tests import pipeline_tasks as pt
 from tests.helpers import FlakyTask, counting, deadlock, poll_until, wait_for
 
@@ -437,6 +438,31 @@ def test_context_manager_and_repr() -> None:
     with pytest.raises(TypeError, match="name"):
         pipe.then(pt.inc, name="")
 
+
+
+def test_stages_with_the_same_mode_and_workers_have_pools_of_their_own() -> None:
+    # Stage "a" holds items 2 and 3 while stage "b" holds items 0 and 1: four tasks at once, which
+    # two shared 2-thread pools could never run (the barrier would break after its timeout).
+    together = threading.Barrier(4, timeout=20)
+
+    def a(x: int) -> int:
+        if x >= 2:
+            together.wait()
+        return x
+
+    def b(x: int) -> int:
+        if x < 2:
+            together.wait()
+        return x
+
+    pipe = tl.pipeline(range(4)).then(a, mode="threads", workers=2).then(b, mode="threads", workers=2)
+    assert pipe.collect() == [0, 1, 2, 3]
+    pools = {id(backend) for backend in live_backends() if backend.name == "threads"}
+    assert len(pools) == 2
+    again = tl.pipeline(range(4)).then(a, mode="threads", workers=2).then(b, mode="threads", workers=2)
+    together.reset()
+    assert again.collect() == [0, 1, 2, 3]
+    assert {id(backend) for backend in live_backends() if backend.name == "threads"} == pools, "pools not reused"
 
 # -- composition --------------------------------------------------------------------------------------
 @HYPOTHESIS

@@ -7,7 +7,7 @@ import dataclasses
 import functools
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sized
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Sized
 from typing import Any, Literal, TypeVar, overload
 
 from ._backends._base import Backend
@@ -183,6 +183,7 @@ def imap(
     progress: object = False,
     _loop: Any = None,
     _loop_thread: int | None = None,
+    _pool_slot: Hashable = None,
 ) -> Run[Any]:
     """Apply ``fn`` to every item, lazily: a ``Run`` that yields results as they are ready.
 
@@ -274,7 +275,7 @@ def imap(
 
         backend: Backend = AsyncBackend(workers, loop=_loop, loop_thread=_loop_thread, debug=parsed.debugging)
     else:
-        backend = get_backend(parsed, workers)
+        backend = get_backend(parsed, workers, _pool_slot)
     from ._progress import make_listener
 
     listener = make_listener(progress, fn_name(fn), parsed.name, backend.workers,
@@ -300,7 +301,7 @@ def imap(
         advice=advice,
         head=head,
         listener=listener,
-        reconsider=_reconsider_for(fn, sample_of[0], advice.mode) if sample_of and advice else None,
+        reconsider=_reconsider_for(fn, sample_of[0], advice.mode, _pool_slot) if sample_of and advice else None,
     )
     return run
 
@@ -341,7 +342,7 @@ def _processes_warm() -> bool:
     return any(b.name == "processes" and b.workers >= usable_cpus() for b in live_backends())
 
 
-def _reconsider_for(fn: Callable[..., Any], s: Sample, mode: str) -> Reconsider:
+def _reconsider_for(fn: Callable[..., Any], s: Sample, mode: str, slot: Hashable) -> Reconsider:
     """Auto's second look: the same model, fed the per-task time measured on the real run."""
 
     def reconsider(per_task: float, remaining: int | None) -> tuple[Backend, Advice] | None:
@@ -352,7 +353,7 @@ def _reconsider_for(fn: Callable[..., Any], s: Sample, mode: str) -> Reconsider:
         switched = dataclasses.replace(advice, reasons=(
             f"Switched during the run: tasks now take {per_task:.3g} s each, not {s.per_task:.3g} s as sampled.",
             *advice.reasons))
-        return get_backend(_AUTO_MODES[advice.mode](), advice.workers), switched
+        return get_backend(_AUTO_MODES[advice.mode](), advice.workers, slot), switched
 
     return reconsider
 

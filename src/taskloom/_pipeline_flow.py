@@ -504,9 +504,11 @@ class Pump:
         # Always "collect": outcomes carry their index (so each maps back to its source item even
         # unordered), and with ordered=True the first failure seen is the first in source order,
         # as in a plain loop. on_error="raise" is applied here, on that first failure.
-        run: Run[Outcome[Any]] = imap(
+        # Each stage position has pools of its own (two thread stages of 32 workers would otherwise
+        # share 32 threads), still warm for the next pipeline.
+        run: Run[Outcome[Any]] = imap(  # type: ignore[call-overload]
             spec.fn, inp, mode=spec.mode, workers=spec.workers, ordered=ex.ordered,
-            timeout=spec.timeout, retries=spec.retries, on_error="collect",
+            timeout=spec.timeout, retries=spec.retries, on_error="collect", _pool_slot=("stage", self.index),
         )
         inp.run = run
         with ex.lock:

@@ -2,7 +2,8 @@
 
 Pools are keyed by their engine's configuration and worker count, so several threads calling
 ``taskloom.map`` with the same mode share one pool, and a second call a moment later pays no
-start-up. ``shutdown()`` runs at interpreter exit too: it is registered after
+start-up; a pipeline stage adds its position to the key, so two stages never share a pool.
+``shutdown()`` runs at interpreter exit too: it is registered after
 ``multiprocessing.util`` is imported, and atexit handlers run last-in first-out, so our workers are
 stopped before multiprocessing would wait for them.
 """
@@ -25,18 +26,23 @@ _pools: dict[Hashable, Backend] = {}
 _keep: list[object] = []  # configs whose id() is part of a key stay alive with their pool
 
 
-def _key(mode: Mode, workers: int, depth: int) -> Hashable:
-    key: Hashable = (type(mode).__name__, mode, workers, depth)
+def _key(mode: Mode, workers: int, depth: int, slot: Hashable) -> Hashable:
+    key: Hashable = (type(mode).__name__, mode, workers, depth, slot)
     try:
         hash(key)
     except TypeError:  # e.g. Processes(initargs=([...],)): unhashable, keyed by identity
         _keep.append(mode)
-        key = (type(mode).__name__, id(mode), workers, depth)
+        key = (type(mode).__name__, id(mode), workers, depth, slot)
     return key
 
 
-def get_backend(mode: Mode, workers: int) -> Backend:
-    """The warm backend for this mode and worker count, created on first use."""
+def get_backend(mode: Mode, workers: int, slot: Hashable = None) -> Backend:
+    """The warm backend for this mode and worker count, created on first use.
+
+    ``slot`` keeps pools apart that would otherwise be shared: each pipeline stage asks for its
+    own (stage 2's thread pool is not stage 0's, even with the same mode and worker count), and
+    is still warm for the next pipeline.
+    """
     if isinstance(mode, Sequential):
         from ._backends._sequential import SequentialBackend
 
@@ -44,7 +50,7 @@ def get_backend(mode: Mode, workers: int) -> Backend:
     # A map called from a pool thread (or the loop thread) gets a pool one level deeper: queueing
     # behind the very tasks that wait for it would deadlock. Processes are separate anyway.
     depth = 0 if isinstance(mode, Processes) else nesting_depth()
-    key = _key(mode, workers, depth)
+    key = _key(mode, workers, depth, slot)
     with _lock:
         backend = _pools.get(key)
         if backend is None:

@@ -264,6 +264,7 @@ class Run(Generic[T]):
         self._stats = Recorder()
         self._reported = (0, 0)  # (done, failed) last told to the listener
         self._left_at = 0.0  # when the consumer last took a block (0: not yet)
+        self._starved = False  # the window has room, but a PushSource had nothing to give
         backend.prepare(self._job)
         if head:
             self._add_head(head)
@@ -391,6 +392,7 @@ class Run(Generic[T]):
                     t_work = time.perf_counter()
                     waited = self._stats.input_wait
                     self._release_deferred()
+                    self._starved = False
                     self._fill()
                     self._stats.dispatch_time += time.perf_counter() - t_work - (self._stats.input_wait - waited)
                     if self._open == 0 and self._source is None:
@@ -403,12 +405,16 @@ class Run(Generic[T]):
                     wait = self._wait_time()
                 if self._ready:
                     continue
+                self._backend.run_inline()  # sequential: the tasks run here, outside the lock
+                t_wait = time.perf_counter()
                 try:
                     event = self._sink.get(timeout=wait)
                 except queue.Empty:
                     event = None
                 with self._lock:
                     t_work = time.perf_counter()
+                    if self._starved:  # a pushed input (pipeline stage, Executor) kept us waiting
+                        self._stats.input_wait += t_work - t_wait
                     if event is not None:
                         self._handle(event)
                         # Drain whatever else arrived, without blocking: fewer lock round trips.
@@ -462,6 +468,7 @@ class Run(Generic[T]):
                         self._source = None
                         return
                     if not taken:
+                        self._starved = True
                         return  # nothing submitted yet: wait for events (submit wakes us)
                     items = taken
                 else:

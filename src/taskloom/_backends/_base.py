@@ -122,7 +122,7 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def submit(self, batch: Batch) -> None:
-        """Queue ``batch``; return at once (the sequential backend runs it right here)."""
+        """Queue ``batch``; return at once (called under the run's lock: never run a task here)."""
 
     def cancel(self, batches: list[Batch]) -> None:
         """The run no longer wants these batches: drop queued ones, stop running ones if cheap.
@@ -135,6 +135,10 @@ class Backend(abc.ABC):
     def abort(self, batch: Batch) -> None:
         """A deadline passed: stop this running batch for real where possible, keep capacity."""
         self.cancel([batch])
+
+    def run_inline(self) -> None:  # noqa: B027 - optional hook, empty by default
+        """Run the batches that belong in the consumer's thread (sequential): called by the run
+        outside its lock, before it waits for events."""
 
     def prepare(self, job: Job) -> None:  # noqa: B027 - optional hook, empty by default
         """Check a run's function once before any batch (processes: can it be pickled?)."""

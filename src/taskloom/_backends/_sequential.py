@@ -1,6 +1,13 @@
-"""The sequential backend: every batch runs in the caller's thread, inside ``submit``."""
+"""The sequential backend: every batch runs in the consumer's thread, outside the run's lock.
+
+``submit`` (called under the run's lock) only queues the batch; the run calls ``run_inline``
+after releasing its lock and before it waits for events, so the task runs in the thread that
+iterates the run, and ``cancel()`` or ``statistics()`` from another thread never wait for a task.
+"""
 
 from __future__ import annotations
+
+import collections
 
 from ._base import Backend, Batch, Done
 
@@ -10,12 +17,22 @@ class SequentialBackend(Backend):
     workers = 1
     prefetch = 1
 
+    def __init__(self) -> None:
+        self._pending: collections.deque[Batch] = collections.deque()
+
     def submit(self, batch: Batch) -> None:
+        self._pending.append(batch)
+
+    def run_inline(self) -> None:
         from ._base import run_items
 
-        # KeyboardInterrupt and SystemExit are the caller's own: they propagate, they are not
-        # a task's error (catch=Exception).
-        values, errors, durations, elapsed = run_items(
-            batch.job.fn, batch.items, per_item_timing=batch.per_item_timing
-        )
-        batch.sink.put(Done(batch.id, values, errors, durations, elapsed, "caller"))
+        while self._pending:
+            batch = self._pending.popleft()
+            if batch.cancelled:
+                continue
+            # KeyboardInterrupt and SystemExit are the caller's own: they propagate, they are not
+            # a task's error (catch=Exception).
+            values, errors, durations, elapsed = run_items(
+                batch.job.fn, batch.items, per_item_timing=batch.per_item_timing
+            )
+            batch.sink.put(Done(batch.id, values, errors, durations, elapsed, "caller"))
