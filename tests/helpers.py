@@ -240,3 +240,8 @@ def read_state(_: object = None) -> tuple[int, Any, int]:
     """(pid, the value the initializer loaded, how often the initializer ran in this worker)."""
     time.sleep(0.005)
     return os.getpid(), _WORKER_STATE["value"], _WORKER_STATE["calls"]
+
+
+def array_total(array: Any, i: int) -> float:
+    """The sum of a (numpy) array, plus i: a task whose argument is large."""
+    return float(array.sum()) + i

@@ -204,6 +204,21 @@ def test_shared_array_on_a_cluster_by_address_is_scattered(dask_cluster: str, no
     assert sums == [float(data[lo:lo + 1000].sum()) for lo in range(0, 10_000, 1000)]
 
 
+def test_a_large_numpy_argument_is_scattered_once_not_put_in_every_task(dask_cluster: str,
+                                                                       no_address: None) -> None:
+    import warnings
+
+    import numpy as np
+
+    big = np.ones(2_000_000)  # 16 MB: in every task's graph, Dask would warn "Sending large graph"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        totals = tl.starmap(helpers.array_total, [(big, i) for i in range(10)],
+                            mode=tl.Dask(address=dask_cluster), chunksize=1)
+    assert totals == [2_000_000.0 + i for i in range(10)]
+    assert not [w for w in caught if "large graph" in str(w.message)], [str(w.message) for w in caught]
+
+
 def test_shared_array_on_the_embedded_cluster_travels_by_name(no_address: None) -> None:
     import numpy as np
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import sys
 import threading
 import time
 from typing import Any
@@ -29,6 +30,9 @@ from .._system import usable_cpus
 from ._base import Backend, Batch, Done, ItemError, Lost, Started, run_items
 
 ADDRESS_ENV = "TASKLOOM_DASK_ADDRESS"
+
+#: numpy arrays this large are scattered to the cluster once per run, not put in every task
+SCATTER_BYTES = 1 << 20
 
 
 def _shared_array_type() -> Any:
@@ -122,7 +126,7 @@ class DaskBackend(Backend):
 
     def submit(self, batch: Batch) -> None:
         client = self._conn.client
-        items = batch.items if self._conn.cluster is not None else self._scatter_shared(batch.items)
+        items = self._scatter(batch)
         future = client.submit(_run_batch, batch.job.fn, items, batch.per_item_timing, pure=False)
         with self._lock:
             self._futures[batch.id] = future
@@ -130,32 +134,44 @@ class DaskBackend(Backend):
             batch.sink.put(Started(batch.id, time.monotonic(), "dask"))
         future.add_done_callback(lambda f: self._done(batch, f))
 
-    def _scatter_shared(self, items: list[Any]) -> list[Any]:
-        """SharedArrays in items (or in their tuples) become scattered copies of their data.
+    def _scatter(self, batch: Batch) -> list[Any]:
+        """Large data in the items (or in their tuples and lists) is sent to the cluster once.
 
-        Workers of a remote cluster cannot map this machine's shared memory; on the embedded
-        LocalCluster they can (same host), so there a SharedArray travels as its name, zero-copy.
-        Each array is scattered once per connection and reused by every batch that names it.
+        * A SharedArray travels by name to the embedded LocalCluster (same host: zero-copy); a
+          remote cluster cannot map this machine's shared memory, so there its data is scattered,
+          once per connection, and the task receives a numpy array.
+        * A numpy array of ``SCATTER_BYTES`` or more is scattered once per run (the usual
+          ``[(big, i) for i in ...]`` would otherwise put it in every task's graph, and Dask
+          warns "Sending large graph"); the run keeps it alive, so its id stays its own.
         """
         shared_type = _shared_array_type()
-        if shared_type is None:
-            return items
+        numpy = sys.modules.get("numpy")
+        if shared_type is None and numpy is None:
+            return batch.items
+        remote = self._conn.cluster is None
+        per_run: dict[int, tuple[Any, Any]] = batch.job.cache.setdefault("dask-scattered", {})
 
         def swap(x: Any) -> Any:
-            if isinstance(x, shared_type):
+            if shared_type is not None and isinstance(x, shared_type):
+                if not remote:
+                    return x
                 key = ("shared", x.name)
                 future = self._conn.scattered.get(key)
                 if future is None:
-                    import numpy as np
+                    import numpy as np  # a SharedArray exists, so numpy does
 
-                    future = self._conn.client.scatter(np.array(x), broadcast=False)
-                    self._conn.scattered[key] = future
+                    future = self._conn.scattered[key] = self._conn.client.scatter(np.array(x), broadcast=False)
                 return future
-            if isinstance(x, tuple):
-                return tuple(swap(y) for y in x)
+            if numpy is not None and isinstance(x, numpy.ndarray) and x.nbytes >= SCATTER_BYTES:
+                kept = per_run.get(id(x))
+                if kept is None:
+                    kept = per_run[id(x)] = (x, self._conn.client.scatter(x, broadcast=False))
+                return kept[1]
+            if type(x) is tuple or type(x) is list:  # not subclasses: a namedtuple is built differently
+                return type(x)(swap(y) for y in x)
             return x
 
-        return [swap(x) for x in items]
+        return [swap(x) for x in batch.items]
 
     def _done(self, batch: Batch, future: Any) -> None:
         with self._lock:
