@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -220,6 +221,27 @@ def test_executor_retries() -> None:
         assert ex.submit(flaky, 21).result(timeout=RESULT_TIMEOUT) == 42
         assert flaky.attempts(21) == 3
 
+
+
+def test_executor_retries_only_what_retry_on_names(tmp_path: Path) -> None:
+    (tmp_path / "conn").mkdir()
+    (tmp_path / "value").mkdir()
+    connection = helpers.FlakyTask(tmp_path / "conn", 1, ConnectionError)
+    value = helpers.FlakyTask(tmp_path / "value", 1, ValueError)
+    with tl.Executor("threads", workers=2, retries=3, retry_on=ConnectionError, backoff=0.01) as ex:
+        assert ex.submit(connection, 1).result(timeout=RESULT_TIMEOUT) == 2
+        with pytest.raises(ValueError, match="fails on purpose"):
+            ex.submit(value, 1).result(timeout=RESULT_TIMEOUT)
+    assert (connection.attempts(1), value.attempts(1)) == (2, 1)
+
+
+def test_executor_rate_limits_starts() -> None:
+    # 5 starts/s: the bucket holds one token, so 4 tasks need at least 3 more refills (0.6 s).
+    with tl.Executor("threads", workers=4, rate="5/s") as ex:
+        t0 = time.monotonic()
+        futures = [ex.submit(helpers.square, i) for i in range(4)]
+        assert [f.result(timeout=RESULT_TIMEOUT) for f in futures] == [0, 1, 4, 9]
+        assert time.monotonic() - t0 >= 0.55  # a lower bound: a rate limit only ever slows down
 
 # -- misuse ----------------------------------------------------------------------------------------------
 @pytest.mark.smoke

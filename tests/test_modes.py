@@ -124,6 +124,13 @@ def test_processes_bad_knobs(kwargs: dict, error: type[Exception], name: str) ->
 
 
 @pytest.mark.smoke
+@pytest.mark.parametrize("idle_timeout", [0, -1.5, "60", True])
+def test_threads_bad_idle_timeout(idle_timeout: object) -> None:
+    with pytest.raises(ValueError, match="idle_timeout"):
+        tl.Threads(idle_timeout=idle_timeout)  # type: ignore[arg-type]
+
+
+@pytest.mark.smoke
 def test_modes_are_frozen_and_hashable() -> None:
     mode = tl.Processes(max_memory="2GiB", max_tasks_per_worker=5)
     assert hash(mode) == hash(tl.Processes(max_memory="2GiB", max_tasks_per_worker=5))

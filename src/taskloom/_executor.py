@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
-from ._api import validate
+from ._api import parse_rate, validate
 from ._errors import TaskError
 from ._modes import Async, ModeLike, Processes, Threads, parse_mode
 from ._outcome import Outcome
@@ -79,7 +79,10 @@ class Executor(concurrent.futures.Executor):
         workers: worker count (or concurrency cap for async). Default: the mode's own default,
             as for ``taskloom.map``.
         timeout: seconds one task may run (it then fails with ``TaskTimeout``); None: no limit.
-        retries: extra attempts for a task that raised an ``Exception`` (default 0).
+        retries: extra attempts for a task that raised one of ``retry_on`` (default 0).
+        retry_on: the exception classes worth a retry (default: any ``Exception``).
+        backoff: seconds before the first retry, doubled for each next one (with jitter).
+        rate: at most this many task starts per second (a number) or ``"100/s"``, ``"30/min"``.
         progress: as for ``map``: True for a bar of finished tasks, a callback, or a tqdm-like object.
 
     Raises:
@@ -94,16 +97,19 @@ class Executor(concurrent.futures.Executor):
     """
 
     def __init__(self, mode: ModeLike, *, workers: int | None = None, timeout: float | None = None,
-                 retries: int = 0, progress: object = False) -> None:
+                 retries: int = 0, retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
+                 backoff: float = 0.0, rate: float | str | None = None, progress: object = False) -> None:
         parsed = parse_mode(mode, allow_auto=False)
-        self._chunksize, _ = validate(_call, workers=workers, chunksize="auto", timeout=timeout, retries=retries,
-                                      retry_on=Exception, on_error="collect", prefetch=None, ordered=False,
-                                      progress=progress)
+        self._chunksize, self._retry_on = validate(
+            _call, workers=workers, chunksize="auto", timeout=timeout, retries=retries, retry_on=retry_on,
+            on_error="collect", prefetch=None, ordered=False, rate=rate, backoff=backoff, progress=progress)
         self._progress = progress
         self._mode = parsed
         self._workers = workers if workers is not None else parsed.default_workers()
         self._timeout = timeout
         self._retries = retries
+        self._backoff = float(backoff)
+        self._rate = parse_rate(rate)
         self._inbox = _Inbox()
         self._run: Run[Outcome[Any]] | None = None
         self._driver: threading.Thread | None = None
@@ -165,7 +171,9 @@ class Executor(concurrent.futures.Executor):
                     ordered=False,
                     timeout=self._timeout,
                     retries=self._retries,
-                    retry_on=(Exception,),
+                    retry_on=self._retry_on,
+                    backoff=self._backoff,
+                    rate=self._rate,
                     on_error="collect",
                     prefetch=None,
                     crash_retries=self._mode.crash_retries if isinstance(self._mode, Processes) else 0,

@@ -20,6 +20,11 @@ __all__ = ["Async", "Auto", "Dask", "Mode", "ModeLike", "Processes", "Sequential
 MODE_NAMES = ("sequential", "threads", "processes", "async", "dask", "auto")
 
 
+def _check_idle_timeout(value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ValueError(f"idle_timeout must be a number of seconds > 0, got {value!r}")
+
+
 @dataclass(frozen=True)
 class Sequential:
     """Run every task in the caller's thread, one after the other (debuggable, no overhead).
@@ -53,6 +58,9 @@ class Threads:
 
     idle_timeout: float = 60.0
     name: Literal["threads"] = field(default="threads", init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _check_idle_timeout(self.idle_timeout)
 
     def default_workers(self) -> int:
         """The worker count a call gets without ``workers=``: ``min(32, usable CPUs + 4)``."""
@@ -124,8 +132,7 @@ class Processes:
             raise ValueError(f"max_tasks_per_worker must be >= 1 or None, got {self.max_tasks_per_worker!r}")
         if self.crash_retries < 0:
             raise ValueError(f"crash_retries must be >= 0, got {self.crash_retries!r}")
-        if self.idle_timeout <= 0:
-            raise ValueError(f"idle_timeout must be > 0 seconds, got {self.idle_timeout!r}")
+        _check_idle_timeout(self.idle_timeout)
         if self.initializer is not None and not callable(self.initializer):
             raise TypeError(f"initializer must be callable, got {self.initializer!r}")
         parse_size(self.max_memory, "max_memory")
