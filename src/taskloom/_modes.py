@@ -196,7 +196,7 @@ class Dask:
             one process per usable CPU, started once and reused).
         client: an existing ``distributed.Client`` to use instead; taskloom never closes it.
 
-    Without ``workers``, a run keeps as many batches in flight as the cluster has threads.
+    A run keeps ``workers x 2`` batches in flight; without ``workers``, twice the cluster's threads.
     """
 
     address: str | None = None
