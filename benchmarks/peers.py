@@ -524,9 +524,8 @@ DASK_NOTES: dict[str, str] = {
     ),
     "mixed": "as for io: 2 fetches at a time.",
     "array": (
-        "as for every workload, plus: the numpy blocks go into the task graph, and Dask warns 'Sending "
-        "large graph of size 15.26 MiB. This may cause some slowdown.' (on stderr); scattering large "
-        "arguments first (`client.scatter`, as the dask row here does) is Dask's advice."
+        "as for every workload, plus: each numpy block is scattered to the cluster (taskloom does it for "
+        "arrays of 1 MiB or more), a round trip per block that a process pool's pipe does not pay."
     ),
 }
 

@@ -1,7 +1,8 @@
 """The guide's "threads for I/O" (fetch_url), done with taskloom.
 
-The guide fetches on ThreadPoolExecutor(max_workers=5), a number picked by hand. taskloom sizes the thread pool from the measured
-wait (mode="auto"), keeps exceptions, and stops the threads when it is done.
+The guide fetches on ThreadPoolExecutor(max_workers=5), a number picked by hand. taskloom sizes
+the thread pool from the measured wait (mode="auto"), keeps exceptions, and stops the threads
+when it is done.
 Run: python examples/io_threads.py   (TASKLOOM_SMALL=1 for a test-sized run)
 """
 

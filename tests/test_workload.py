@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 
 import pytest
@@ -238,3 +239,62 @@ def test_workers_are_reseeded() -> None:
     assert len(by_pid) == 2
     first, second = by_pid.values()
     assert not set(first) & set(second)
+
+
+# -- auto's first look: waiting tasks overlap while the first one runs ---------------------------------
+def test_auto_starts_more_tasks_while_a_waiting_first_task_runs() -> None:
+    # Three tasks that can only finish together: sampling them one at a time would break the barrier.
+    together = threading.Barrier(3, timeout=20)
+
+    def meet(x: int) -> int:
+        together.wait()
+        return x
+
+    run = tl.imap(meet, [0, 1, 2])
+    assert list(run) == [0, 1, 2]
+    assert run.advice is not None
+
+
+def test_auto_overlap_loses_and_duplicates_nothing() -> None:
+    calls: list[int] = []
+    lock = threading.Lock()
+
+    def slow(x: int) -> int:
+        with lock:
+            calls.append(x)
+        time.sleep(0.05)
+        if x == 0:
+            raise ValueError("the first one fails")
+        return x
+
+    outcomes = tl.map(slow, range(40), on_error="collect")
+    assert [o.index for o in outcomes] == list(range(40))
+    assert [o.value for o in outcomes[1:]] == list(range(1, 40))
+    assert isinstance(outcomes[0].error, tl.TaskError)
+    assert sorted(calls) == list(range(40)), "a task ran twice or not at all"
+
+
+def test_auto_does_not_overlap_computing_tasks_or_under_a_rate_limit() -> None:
+    events: list[tuple[str, int]] = []
+
+    def spin(x: int) -> int:
+        events.append(("start", x))
+        end = time.thread_time() + 0.1
+        while time.thread_time() < end:
+            pass
+        events.append(("end", x))
+        return x
+
+    assert tl.map(spin, [0, 1, 2], mode="auto") == [0, 1, 2]
+    assert events.index(("end", 0)) < min((events.index(e) for e in events if e[0] == "start" and e[1]),
+                                          default=len(events)), f"a task started beside the first: {events}"
+
+    together = threading.Barrier(2, timeout=1)
+
+    def meet(x: int) -> int:
+        together.wait()
+        return x
+
+    outcomes = tl.map(meet, [0, 1], rate="1000/s", on_error="collect")
+    assert isinstance(outcomes[0].error, tl.TaskError)  # sampled alone: no one came to meet it
+    assert isinstance(outcomes[0].error.__cause__, threading.BrokenBarrierError)

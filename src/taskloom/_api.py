@@ -16,7 +16,7 @@ from ._modes import Async, Auto, Mode, ModeLike, Processes, Sequential, Threads,
 from ._outcome import Outcome
 from ._pools import get_backend
 from ._scheduler import OnError, Reconsider, Run
-from ._system import usable_cpus
+from ._system import default_threads, usable_cpus
 from ._workload import AUTO_BUDGET, Advice, Head, Sample, decide, decide_coroutine, run_sample
 
 __all__ = ["imap", "map", "starmap"]
@@ -262,7 +262,10 @@ def imap(
     head = None
     sample_of: list[Sample] = []
     if isinstance(parsed, Auto):
-        parsed, advice, head, workers = _choose(fn, source, total, workers, coroutine, sample_of)
+        # While the first sample task waits, a few more may start beside it (never under a rate
+        # limit or a timeout, which sample tasks would not respect).
+        overlap = 0 if rate is not None or timeout is not None else (workers or default_threads()) - 1
+        parsed, advice, head, workers = _choose(fn, source, total, workers, coroutine, sample_of, overlap)
         if total is not None and head:
             total -= len(head)
     if workers is None:
@@ -319,16 +322,20 @@ def function_pickles(fn: Callable[..., Any]) -> str | None:
 
 
 def _choose(fn: Callable[..., Any], source: Iterator[Any], total: int | None, workers: int | None,
-            coroutine: bool, sample_of: list[Sample]) -> tuple[Mode, Advice, Head | None, int | None]:
+            coroutine: bool, sample_of: list[Sample], overlap: int) -> tuple[Mode, Advice, Head | None, int | None]:
     """mode="auto": measure the first items here (results kept) and pick the engine."""
     if coroutine:
         advice = decide_coroutine(workers)
         log.info("taskloom auto mode: %s", advice)
         return Async(), advice, None, workers
-    s = run_sample(fn, source, AUTO_BUDGET, total)
+    s = run_sample(fn, source, AUTO_BUDGET, total, overlap)
     sample_of.append(s)
     remaining = 0 if s.exhausted else (None if total is None else max(0, total - s.n))
     advice = decide(s, remaining, pool_warm=_processes_warm(), function_pickles=lambda: function_pickles(fn))
+    if s.overlapped:
+        advice = dataclasses.replace(advice, reasons=(
+            f"The first task only waited, so {s.overlapped} more started beside it on threads while it ran.",
+            *advice.reasons))
     log.info("taskloom auto mode: %s", advice)
     return _AUTO_MODES[advice.mode](), advice, s.head, workers or advice.workers
 

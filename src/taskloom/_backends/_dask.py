@@ -160,12 +160,15 @@ class DaskBackend(Backend):
                 if future is None:
                     import numpy as np  # a SharedArray exists, so numpy does
 
-                    future = self._conn.scattered[key] = self._conn.client.scatter(np.array(x), broadcast=False)
+                    future = self._conn.scattered[key] = self._conn.client.scatter(np.array(x), broadcast=False,
+                                                                                  hash=False)
                 return future
             if numpy is not None and isinstance(x, numpy.ndarray) and x.nbytes >= SCATTER_BYTES:
                 kept = per_run.get(id(x))
                 if kept is None:
-                    kept = per_run[id(x)] = (x, self._conn.client.scatter(x, broadcast=False))
+                    # hash=False: a key of its own. With content keys, the next run scattering the same
+                    # data could meet the release of this run's key, and Dask cancels the tasks.
+                    kept = per_run[id(x)] = (x, self._conn.client.scatter(x, broadcast=False, hash=False))
                 return kept[1]
             if type(x) is tuple or type(x) is list:  # not subclasses: a namedtuple is built differently
                 return type(x)(swap(y) for y in x)
@@ -177,7 +180,11 @@ class DaskBackend(Backend):
         with self._lock:
             self._futures.pop(batch.id, None)
         status = future.status
-        if status == "cancelled" or batch.cancelled:
+        if batch.cancelled:
+            return
+        if status == "cancelled":  # not by us: Dask dropped it (e.g. an input it needed was released)
+            batch.sink.put(Lost(batch.id, "crash", "Dask cancelled the task (not taskloom): an input it needed "
+                                                   "was released, or the client lost the scheduler"))
             return
         if status == "finished":
             values, errs, durations, elapsed, where = future.result()
