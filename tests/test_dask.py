@@ -88,6 +88,30 @@ def test_worker_death_becomes_worker_crashed(dask_cluster: str, no_address: None
     assert tl.map(helpers.square, [2, 3], mode=tl.Dask(address=dask_cluster)) == [4, 9]  # the cluster lives on
 
 
+def test_a_task_dask_cancels_behind_our_back_is_reported_not_waited_for(dask_cluster: str,
+                                                                        no_address: None) -> None:
+    import distributed
+
+    from taskloom._pools import live_backends
+
+    run = tl.imap(sleep_long, [1], mode=tl.Dask(address=dask_cluster), on_error="collect")
+    taken: list[object] = []
+    consumer = threading.Thread(target=lambda: taken.extend(run), daemon=True)
+    consumer.start()
+    backend = next(b for b in live_backends() if b.name == "dask")
+    deadline = time.monotonic() + 30
+    while not backend._futures:  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, "the batch never reached Dask"
+        time.sleep(0.01)
+    [key] = [f.key for f in backend._futures.values()]  # type: ignore[attr-defined]
+    with distributed.Client(dask_cluster, set_as_default=False) as other:
+        other.cancel([distributed.Future(key, other)], force=True)  # another client drops the task
+    consumer.join(60)
+    assert not consumer.is_alive(), "the run waited forever for a task Dask had cancelled"
+    [outcome] = taken
+    assert outcome.ok or "Dask cancelled" in str(outcome.error)  # retried once, or reported
+
+
 def test_timeout_is_reported_on_time(dask_cluster: str, no_address: None) -> None:
     t0 = time.monotonic()
     outcomes = tl.map(sleep_long, [1], mode=tl.Dask(address=dask_cluster), timeout=0.5, on_error="collect")
