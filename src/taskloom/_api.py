@@ -16,8 +16,8 @@ from ._modes import Async, Auto, Mode, ModeLike, Processes, Sequential, Threads,
 from ._outcome import Outcome
 from ._pools import get_backend
 from ._scheduler import OnError, Reconsider, Run
-from ._system import default_threads, usable_cpus
-from ._workload import AUTO_BUDGET, Advice, Head, Sample, decide, decide_coroutine, run_sample
+from ._system import usable_cpus
+from ._workload import AUTO_BUDGET, MAX_IO_THREADS, Advice, Head, Sample, decide, decide_coroutine, run_sample
 
 __all__ = ["imap", "map", "starmap"]
 
@@ -264,7 +264,7 @@ def imap(
     if isinstance(parsed, Auto):
         # While the first sample task waits, a few more may start beside it (never under a rate
         # limit or a timeout, which sample tasks would not respect).
-        overlap = 0 if rate is not None or timeout is not None else (workers or default_threads()) - 1
+        overlap = 0 if rate is not None or timeout is not None else (workers or MAX_IO_THREADS) - 1
         parsed, advice, head, workers = _choose(fn, source, total, workers, coroutine, sample_of, overlap)
         if total is not None and head:
             total -= len(head)
@@ -336,6 +336,8 @@ def _choose(fn: Callable[..., Any], source: Iterator[Any], total: int | None, wo
         advice = dataclasses.replace(advice, reasons=(
             f"The first task only waited, so {s.overlapped} more started beside it on threads while it ran.",
             *advice.reasons))
+        if remaining == 0 and advice.mode == "sequential":  # the job ran whole, on threads
+            advice = dataclasses.replace(advice, mode="threads", workers=s.overlapped + 1)
     log.info("taskloom auto mode: %s", advice)
     return _AUTO_MODES[advice.mode](), advice, s.head, workers or advice.workers
 

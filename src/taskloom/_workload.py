@@ -195,10 +195,13 @@ class _Overlap:
         except OSError:  # the caller's thread is gone
             return
         if busy < 0.1 * OVERLAP_AFTER:
-            self._launch()
+            # As many as Little's law would keep busy so far (the task may wait longer yet).
+            cpus = usable_cpus()
+            threads = max(default_threads(), min(MAX_IO_THREADS, math.ceil(cpus * OVERLAP_AFTER / max(busy, 1e-6))))
+            self._launch(min(self._extra, threads - 1))
 
-    def _launch(self) -> None:
-        for _ in range(self._extra):
+    def _launch(self, extra: int) -> None:
+        for _ in range(extra):
             with self._lock:
                 if self._stopped:
                     return
@@ -329,8 +332,8 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
             s.exhausted = watch.exhausted
             if watch.error is not None:
                 raise watch.error
-            if s.exhausted:
-                break
+            if s.exhausted or s.overlapped:
+                break  # it waits: more tasks one at a time would only delay the parallel run
         if error is not None:
             return s
     # A busy machine can only make threads look less parallel than they are, so the largest
