@@ -27,7 +27,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import taskloom as tl
 
@@ -55,21 +54,6 @@ def io_task(seconds: float) -> float:
     return seconds
 
 
-def cgroup_cpu_quota() -> float | None:
-    """The cgroup CPU quota in CPUs (v2 ``cpu.max``, else v1 ``cfs_quota_us``), or None if unlimited."""
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError):
-        pass
-    try:
-        quota_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
-        period_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
-        return quota_us / period_us if quota_us > 0 and period_us > 0 else None
-    except (OSError, ValueError):
-        return None
-
-
 def show_counts() -> None:
     print("-- what the guide counts")
     cpu_workers = multiprocessing.cpu_count()
@@ -77,13 +61,12 @@ def show_counts() -> None:
     print(f"CPU cores: {cpu_workers}")
     print(f"Recommended I/O workers: {io_workers}")
 
-    print("-- what this process may use")
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    quota = cgroup_cpu_quota()
-    print(f"os.sched_getaffinity(0): {affinity if affinity is not None else 'n/a on this OS'} CPU(s)")
-    print(f"cgroup CPU quota: {'none' if quota is None else f'{quota:g} CPU(s)'}")
+    print("-- what this process may use (taskloom info --json)")
     info = json.loads(subprocess.run([sys.executable, "-m", "taskloom._cli", "info", "--json"],
                                      capture_output=True, text=True, check=True, timeout=60).stdout)
+    affinity, quota = info["cpu_affinity"], info["cgroup_cpu_quota"]
+    print(f"os.sched_getaffinity(0): {affinity if affinity is not None else 'n/a on this OS'} CPU(s)")
+    print(f"cgroup CPU quota: {'none' if quota is None else f'{quota:g} CPU(s)'}")
     print(f"taskloom info: CPUs usable {info['usable_cpus']}, os.cpu_count() {info['os_cpu_count']}, "
           f"default workers {info['default_workers']}")
     assert info["usable_cpus"] == tl.Processes().default_workers()

@@ -245,3 +245,18 @@ def read_state(_: object = None) -> tuple[int, Any, int]:
 def array_total(array: Any, i: int) -> float:
     """The sum of a (numpy) array, plus i: a task whose argument is large."""
     return float(array.sum()) + i
+
+
+def session_members(sid: int) -> list[int]:
+    """Pids of the live (not zombie) processes of session ``sid``: what a child started with
+    ``start_new_session=True`` left behind, its own descendants included."""
+    import psutil  # here, not at the top: worker processes import this module
+
+    members = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getsid(proc.pid) == sid and proc.status() != psutil.STATUS_ZOMBIE:
+                members.append(proc.pid)
+        except (OSError, psutil.Error):
+            continue
+    return members

@@ -53,14 +53,6 @@ def generator() -> ModuleType:
     return module
 
 
-def _current(path: Path) -> str:
-    """The file's text now; a page deleted since collection is skipped, not failed."""
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        pytest.skip(f"{path.relative_to(ROOT)} was removed while the tests ran")
-
-
 # -- Markdown, the GitHub way ------------------------------------------------------------------------------
 _FENCE = re.compile(r"^\s{0,3}(`{3,}|~{3,})")
 
@@ -256,19 +248,19 @@ def test_generator_check_mode_reports_a_stale_file(generator: ModuleType, tmp_pa
 # -- links, examples and cited tests in README.md and docs/*.md -------------------------------------------------
 @pytest.mark.parametrize("page", MARKDOWN, ids=MARKDOWN_IDS)
 def test_relative_links_resolve(page: Path) -> None:
-    problems = link_problems(page, _current(page))
+    problems = link_problems(page, page.read_text(encoding="utf-8"))
     assert not problems, "broken links:\n" + "\n".join(problems)
 
 
 @pytest.mark.parametrize("page", MARKDOWN, ids=MARKDOWN_IDS)
 def test_mentioned_examples_exist(page: Path) -> None:
-    problems = example_problems(page, _current(page))
+    problems = example_problems(page, page.read_text(encoding="utf-8"))
     assert not problems, "missing examples:\n" + "\n".join(problems)
 
 
 @pytest.mark.parametrize("page", MARKDOWN, ids=MARKDOWN_IDS)
 def test_cited_tests_exist(page: Path) -> None:
-    problems = cited_test_problems(page, _current(page))
+    problems = cited_test_problems(page, page.read_text(encoding="utf-8"))
     assert not problems, "cited tests that do not exist:\n" + "\n".join(problems)
 
 

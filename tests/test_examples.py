@@ -9,14 +9,14 @@ a session of its own, and the test checks that no process of that session outliv
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
-import psutil
 import pytest
 
-from tests.helpers import poll_until
+from tests.helpers import poll_until, session_members
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -86,17 +86,6 @@ EXPECTED: dict[str, list[str]] = {
 }
 
 
-def _session_members(sid: int) -> list[psutil.Process]:
-    members = []
-    for proc in psutil.process_iter():
-        try:
-            if os.getsid(proc.pid) == sid and proc.status() != psutil.STATUS_ZOMBIE:
-                members.append(proc)
-        except (OSError, psutil.Error):
-            continue
-    return members
-
-
 def test_every_example_is_checked() -> None:
     scripts = {path.name for path in EXAMPLES.glob("*.py")} - HELPERS
     assert scripts == set(EXPECTED), (
@@ -119,12 +108,12 @@ def test_example_runs_and_shows_its_point(name: str) -> None:
         out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:  # timed out: leave nothing behind, then fail
-            for member in _session_members(proc.pid):
-                member.kill()
+            for pid in session_members(proc.pid):
+                os.kill(pid, signal.SIGKILL)
             proc.communicate()
     assert proc.returncode == 0, f"{name} failed:\n{out[-3000:]}\n{err[-3000:]}"
     for fragment in EXPECTED[name]:
         assert fragment in out, f"{name} did not print {fragment!r}:\n{out}"
     assert "leaked" not in err, f"{name} leaked a resource:\n{err}"
-    assert poll_until(lambda: not _session_members(proc.pid), timeout=10), (
-        f"{name} left processes behind: {_session_members(proc.pid)}")
+    assert poll_until(lambda: not session_members(proc.pid), timeout=10), (
+        f"{name} left processes behind: {session_members(proc.pid)}")

@@ -166,7 +166,7 @@ def test_cgroup_cpu_quota_is_read(tmp_path: Path, files: dict[str, str], cpus: f
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
-    assert _system._cgroup_cpu_limit(tmp_path) == cpus
+    assert _system.cgroup_cpu_limit(tmp_path) == cpus
 
 
 def test_a_container_quota_sizes_the_default_pools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -29,7 +29,7 @@ from taskloom._pipeline_flow import Channel, StageError
 from taskloom._pipeline_report import PipelineProgress
 from taskloom._pools import live_backends
 from tests import pipeline_tasks as pt
-from tests.helpers import FlakyTask, counting, deadlock, poll_until, wait_for
+from tests.helpers import FlakyTask, counting, deadlock, poll_until, session_members, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 HYPOTHESIS = settings(deadline=None, max_examples=6, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -624,17 +624,6 @@ if __name__ == "__main__":
 """
 
 
-def _session_members(sid: int) -> list[int]:
-    members = []
-    for pid in psutil.pids():
-        try:
-            if os.getsid(pid) == sid:
-                members.append(pid)
-        except OSError:
-            continue
-    return members
-
-
 def test_ctrl_c_stops_a_running_pipeline_with_no_orphans(tmp_path: Path) -> None:
     script = tmp_path / "ctrl_c.py"
     script.write_text(CTRL_C_SCRIPT)
@@ -647,7 +636,7 @@ def test_ctrl_c_stops_a_running_pipeline_with_no_orphans(tmp_path: Path) -> None
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-            for pid in _session_members(proc.pid):
+            for pid in session_members(proc.pid):
                 os.kill(pid, signal.SIGKILL)
 
 
@@ -672,7 +661,7 @@ def _interrupt_and_check(proc: subprocess.Popen[str]) -> None:
         deadlock("the pipeline did not stop within 10 s of Ctrl-C")
     _, alive = psutil.wait_procs(family, timeout=10)
     assert not alive, f"orphans left after Ctrl-C: {alive}"
-    assert poll_until(lambda: not _session_members(proc.pid), timeout=10), "a process of the session is left"
+    assert poll_until(lambda: not session_members(proc.pid), timeout=10), "a process of the session is left"
     assert proc.returncode != 0
     assert proc.stderr is not None
     assert "KeyboardInterrupt" in proc.stderr.read()

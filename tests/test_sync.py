@@ -6,12 +6,14 @@ with a hard timeout, so a broken detector fails one test instead of hanging the 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -140,24 +142,31 @@ def test_ordered_rlock_is_reentrant_even_after_later_locks() -> None:
     assert not inner.locked()
 
 
+@contextlib.contextmanager
+def held_by_another_thread(lock: Any) -> Iterator[None]:
+    """``lock`` is held by another thread for the length of the block."""
+    taken, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with lock:
+            taken.set()
+            release.wait(30)
+
+    t = threading.Thread(target=hold, name="holder", daemon=True)
+    t.start()
+    try:
+        wait_for(taken, "the other thread taking the lock")
+        yield
+    finally:
+        release.set()
+        join(t, "holder")
+
+
 @checks_on
 def test_violations_are_checked_per_thread() -> None:
     low, high = tl.OrderedLock("low", rank=1), tl.OrderedLock("high", rank=2)
-    took_high = threading.Event()
-    release = threading.Event()
-
-    def hold_high() -> None:
-        with high:
-            took_high.set()
-            release.wait(30)
-
-    t = threading.Thread(target=hold_high)
-    t.start()
-    wait_for(took_high, "the other thread taking 'high'")
-    with low:  # another thread holding `high` does not make this one out of order
+    with held_by_another_thread(high), low:  # another thread holding `high` does not make this one out of order
         pass
-    release.set()
-    join(t, "holder")
 
 
 def test_ordered_locks_are_not_picklable() -> None:
@@ -195,24 +204,10 @@ def test_acquire_refuses_plain_locks() -> None:
 
 def test_acquire_timeout_leaves_nothing_held() -> None:
     a, b = tl.OrderedLock("a", rank=1), tl.OrderedLock("b", rank=2)
-    holding = threading.Event()
-    release = threading.Event()
-
-    def hold_b() -> None:
-        with b:
-            holding.set()
-            release.wait(30)
-
-    t = threading.Thread(target=hold_b)
-    t.start()
-    wait_for(holding, "the other thread taking 'b'")
-    try:
+    with held_by_another_thread(b):
         with pytest.raises(TimeoutError, match=r"could not take 'b' within 0.05 s \(holding \['a'\]\)"):
             tl.acquire(a, b, timeout=0.05)
         assert not a.locked(), "a failed acquire must release what it took"
-    finally:
-        release.set()
-        join(t, "holder")
     with tl.acquire(a, b, timeout=10):
         pass
 
@@ -577,21 +572,9 @@ def test_timeout_in_process_reports_the_blocked_thread() -> None:
 def test_timed_acquire_inside_a_watch_times_out_normally() -> None:
     with tl.deadlock_watch(timeout=30):
         lock = tl.OrderedLock("timed")
-        taken = threading.Event()
-        release = threading.Event()
-
-        def hold() -> None:
-            with lock:
-                taken.set()
-                release.wait(30)
-
-        t = threading.Thread(target=hold, daemon=True)
-        t.start()
-        wait_for(taken, "the holder")
-        assert not lock.acquire(True, 0.1)
-        assert not lock.acquire(False)
-        release.set()
-        join(t, "holder")
+        with held_by_another_thread(lock):
+            assert not lock.acquire(True, 0.1)
+            assert not lock.acquire(False)
         assert lock.acquire(True, 10)
         lock.release()
 

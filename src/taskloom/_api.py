@@ -332,12 +332,6 @@ def _choose(fn: Callable[..., Any], source: Iterator[Any], total: int | None, wo
     sample_of.append(s)
     remaining = 0 if s.exhausted else (None if total is None else max(0, total - s.n))
     advice = decide(s, remaining, pool_warm=_processes_warm(), function_pickles=lambda: function_pickles(fn))
-    if s.overlapped:
-        advice = dataclasses.replace(advice, reasons=(
-            f"The first task only waited, so {s.overlapped} more started beside it on threads while it ran.",
-            *advice.reasons))
-        if remaining == 0 and advice.mode == "sequential":  # the job ran whole, on threads
-            advice = dataclasses.replace(advice, mode="threads", workers=s.overlapped + 1)
     log.info("taskloom auto mode: %s", advice)
     return _AUTO_MODES[advice.mode](), advice, s.head, workers or advice.workers
 

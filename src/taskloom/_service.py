@@ -16,14 +16,14 @@ import threading
 from collections.abc import Callable
 from typing import Any, Literal
 
+from ._system import EXIT_GRACE
+
 __all__ = ["Service", "background"]
 
 log = logging.getLogger("taskloom")
 
 Restart = Literal["never", "on-failure"]
 
-#: Seconds a one-shot service without a ``stop`` parameter may still run at interpreter exit.
-EXIT_GRACE = 10.0
 
 
 class Service:

@@ -16,6 +16,10 @@ IN_WORKER_ENV = "TASKLOOM_WORKER"
 #: busy without opening thousands of sockets at once.
 ASYNC_DEFAULT_WORKERS = 100
 
+#: Seconds taskloom lets work that cannot be stopped finish at interpreter exit: a one-shot
+#: background service without a ``stop`` parameter, or thread tasks a failed run left running.
+EXIT_GRACE = 10.0
+
 
 def in_worker() -> bool:
     """True inside a taskloom worker process."""
@@ -26,8 +30,9 @@ def in_worker() -> bool:
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
-def _cgroup_cpu_limit(root: Path) -> float | None:
+def cgroup_cpu_limit(root: Path | None = None) -> float | None:
     """CPUs allowed by a cgroup quota (v2 ``cpu.max`` or v1 ``cfs_quota_us``), or None."""
+    root = CGROUP_ROOT if root is None else root
     try:
         text = (root / "cpu.max").read_text().split()
         if text and text[0] != "max":
@@ -49,7 +54,7 @@ def usable_cpus() -> int:
     """CPUs this process may actually use: affinity and cgroup quota, not ``os.cpu_count()``."""
     # sched_getaffinity is missing on macOS and Windows.
     count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    limit = _cgroup_cpu_limit(CGROUP_ROOT)
+    limit = cgroup_cpu_limit()
     if limit is not None:
         count = min(count, max(1, math.ceil(limit)))
     return max(1, count)

@@ -196,9 +196,7 @@ class _Overlap:
             return
         if busy < 0.1 * OVERLAP_AFTER:
             # As many as Little's law would keep busy so far (the task may wait longer yet).
-            cpus = usable_cpus()
-            threads = max(default_threads(), min(MAX_IO_THREADS, math.ceil(cpus * OVERLAP_AFTER / max(busy, 1e-6))))
-            self._launch(min(self._extra, threads - 1))
+            self._launch(min(self._extra, _littles_law(OVERLAP_AFTER, busy, usable_cpus()) - 1))
 
     def _launch(self, extra: int) -> None:
         for _ in range(extra):
@@ -422,8 +420,13 @@ def _measure_pickling(s: Sample) -> None:
 
 def io_workers(s: Sample, cpus: int) -> int:
     """Little's law: enough concurrent tasks to keep the CPUs busy while the tasks wait."""
-    per_cpu = s.per_task / max(s.cpu / max(s.timed, 1), 1e-5)
-    return max(default_threads(), min(MAX_IO_THREADS, math.ceil(per_cpu * cpus)))
+    return _littles_law(s.per_task, s.cpu / max(s.timed, 1), cpus)
+
+
+def _littles_law(wall: float, busy: float, cpus: int) -> int:
+    """Threads that keep ``cpus`` busy when a task computes ``busy`` of every ``wall`` seconds:
+    at least the stdlib's ``min(32, cpus + 4)``, at most ``MAX_IO_THREADS``."""
+    return max(default_threads(), min(MAX_IO_THREADS, math.ceil(wall / max(busy, 1e-5) * cpus)))
 
 
 def decide(
@@ -452,9 +455,11 @@ def decide(
     }
     if s.thread_speedup is not None:
         measured["thread_speedup"] = s.thread_speedup
+    lead = ((f"The first task only waited, so {s.overlapped} more started beside it on threads while it ran.",)
+            if s.overlapped else ())
     if s.failed:
         return Advice("threads", default_threads(), "auto", (
-            "A sampled task raised, so the work could not be measured; threads are the safe default.",
+            *lead, "A sampled task raised, so the work could not be measured; threads are the safe default.",
         ), {}, measured)
 
     io_bound = ratio < CPU_BOUND_RATIO
@@ -482,15 +487,19 @@ def decide(
         best = "threads"  # a near-tie: threads pickle nothing and share memory
     what = (f"{100 * (1 - ratio):.0f}% of each task's {_fmt(t)} is waiting (I/O or sleep)" if io_bound
             else f"tasks compute {100 * ratio:.0f}% of their {_fmt(t)}")
-    reasons = [f"Measured {s.n} task(s): {what}."]
-    if best != "sequential" and speedups[best] < MIN_GAIN:
+    reasons = [*lead, f"Measured {s.n} task(s): {what}."]
+    too_little = best != "sequential" and speedups[best] < MIN_GAIN
+    if too_little:
         reasons.append(f"{best} would be only {speedups[best]:.2f}x faster (model), under the "
                        f"{MIN_GAIN}x worth the extra machinery.")
         best = "sequential"
     if best == "sequential":
+        if n == 0 and s.overlapped:  # the whole job ran during the sample, on threads: say so
+            reasons.append("The sample ran every task: nothing is left to run.")
+            return Advice("threads", s.overlapped + 1, "auto", tuple(reasons), speedups, measured)
         if n == 0:
             reasons.append("The sample ran every task: nothing is left to run in parallel.")
-        elif len(reasons) == 1:
+        elif not too_little:
             reasons.append(f"The remaining ~{n} tasks add up to about {_fmt(n * t)} of work: starting or "
                            "feeding a pool would cost about as much as it saves.")
         return Advice("sequential", 1, "auto", tuple(reasons), speedups, measured)

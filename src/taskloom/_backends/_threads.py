@@ -22,6 +22,7 @@ import threading
 import time
 from itertools import count
 
+from .._system import EXIT_GRACE
 from ._base import Backend, Batch, Done, Started, enter_depth, run_items
 
 _names = count(1)
@@ -30,9 +31,6 @@ _names = count(1)
 #: whether that task's deadline passed (abandoned by ``abort``): read by ``finish_running``
 _running_anywhere: dict[threading.Thread, bool] = {}
 _running_lock = threading.Lock()
-
-#: seconds the exit hook waits for thread tasks still running (like background services)
-EXIT_GRACE = 10.0
 
 
 def _forget_in_child() -> None:

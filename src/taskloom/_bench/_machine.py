@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .._modes import Async, Processes, Sequential, Threads
-from .._system import gil_enabled, usable_cpus
+from .._system import cgroup_cpu_limit, gil_enabled, usable_cpus
 
 __all__ = ["describe", "machine_info"]
 
@@ -47,7 +47,8 @@ def machine_info() -> dict[str, Any]:
     """Describe this machine and interpreter as taskloom sees them (JSON-ready).
 
     Returns:
-        A dict: taskloom and Python versions, platform, CPUs (usable and ``os.cpu_count()``),
+        A dict: taskloom and Python versions, platform, CPUs (usable, ``os.cpu_count()``, the
+        affinity mask and a cgroup quota),
         memory, start methods and taskloom's default, the GIL, default workers per mode, and the
         load average (1, 5, 15 minutes) at the time of the call.
     """
@@ -62,6 +63,9 @@ def machine_info() -> dict[str, Any]:
         "cpu_model": _cpu_model(),
         "usable_cpus": usable_cpus(),
         "os_cpu_count": os.cpu_count(),
+        # What usable_cpus comes from: the affinity mask (None where the OS has none) and a quota.
+        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cgroup_cpu_quota": cgroup_cpu_limit(),
         "memory_bytes": _memory_bytes(),
         "start_methods": multiprocessing.get_all_start_methods(),
         "default_start_method": Processes().resolved_start_method,
@@ -83,6 +87,7 @@ def describe(info: dict[str, Any]) -> list[tuple[str, str]]:
     workers = info["default_workers"]
     memory = info.get("memory_bytes")
     load = info.get("load_average")
+    affinity, quota = info.get("cpu_affinity"), info.get("cgroup_cpu_quota")
     return [
         ("taskloom version", str(info["taskloom_version"])),
         ("Python", f"{info['python_version']} ({info['python_implementation']})"),
@@ -90,6 +95,8 @@ def describe(info: dict[str, Any]) -> list[tuple[str, str]]:
         ("CPU model", str(info.get("cpu_model") or "unknown")),
         ("CPUs usable", str(info["usable_cpus"])),
         ("os.cpu_count()", str(info["os_cpu_count"])),
+        ("CPU affinity", "n/a" if affinity is None else f"{affinity} CPU(s)"),
+        ("cgroup CPU quota", "none" if quota is None else f"{quota:g} CPU(s)"),
         ("Memory", "unknown" if memory is None else f"{memory / 2**30:.1f} GiB"),
         ("Start methods", ", ".join(info["start_methods"])),
         ("taskloom start method", str(info["default_start_method"])),
