@@ -17,8 +17,11 @@ IN_WORKER_ENV = "TASKLOOM_WORKER"
 ASYNC_DEFAULT_WORKERS = 100
 
 #: Seconds taskloom lets work that cannot be stopped finish at interpreter exit: a one-shot
-#: background service without a ``stop`` parameter, or thread tasks a failed run left running.
+#: background service without a ``stop`` parameter.
 EXIT_GRACE = 10.0
+
+#: Seconds into the exit's wait for running thread tasks before it says on stderr what it waits for.
+EXIT_NOTICE = 5.0
 
 
 def in_worker() -> bool:

@@ -1,8 +1,7 @@
-"""Thread tasks still running when the program ends: finished, not killed mid-write (bounded).
+"""Thread tasks still running when the program ends: finished, not killed mid-write.
 
-Pool threads are daemon threads, so a task that never returns cannot hang the exit; but a task
-abandoned by a failed run gets a grace period at exit to finish what it is writing, as a
-ThreadPoolExecutor's would. Tasks past their timeout, and exits on Ctrl-C, are not waited for.
+Pool threads are daemon threads, but a task abandoned by a failed run is waited for at exit, as
+a ThreadPoolExecutor's would be, so it finishes what it is writing. Tasks past their timeout, and exits on Ctrl-C, are not waited for.
 Each case runs a real interpreter and looks at what it left in a file.
 """
 
@@ -23,18 +22,22 @@ pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parents[2]
 
 SCRIPT = textwrap.dedent("""
-    import os, sys, time
+    import os, sys, threading, time
     import taskloom as tl
 
     OUT = sys.argv[1]
 
+    started = threading.Barrier(3)
+
     def write_slowly(i):
         if i == 0:
+            started.wait(60)  # both writers are running when the run fails
             raise ValueError("the run fails at once")
         with open(OUT, "a") as f:
             f.write(f"start {i}\\n")
             f.flush()
-            time.sleep(0.5)
+            started.wait(60)
+            time.sleep(float(os.environ.get("WRITE_SECONDS", "0.5")))
             f.write(f"end {i}\\n")
 
     def hang(i):
@@ -60,10 +63,10 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _run(tmp_path: Path, case: str) -> tuple[subprocess.CompletedProcess[str], float, str]:
+def _run(tmp_path: Path, case: str, **env_vars: str) -> tuple[subprocess.CompletedProcess[str], float, str]:
     script, out = tmp_path / "script.py", tmp_path / "out.txt"
     script.write_text(SCRIPT)
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), **env_vars}
     t0 = time.monotonic()
     if case == "ctrl-c":
         proc = subprocess.Popen([sys.executable, str(script), str(out), case], stdout=subprocess.PIPE,
@@ -89,6 +92,14 @@ def test_thread_tasks_of_a_failed_run_finish_their_write_before_exit(tmp_path: P
     assert result.returncode == 0, result.stderr
     assert "TaskError" in result.stdout
     assert sorted(written.split("\n")) == ["", "end 1", "end 2", "start 1", "start 2"], written
+
+
+def test_the_exit_waits_for_a_long_write_as_the_stdlib_does_and_says_so(tmp_path: Path) -> None:
+    # Longer than the 5 s after which the exit says what it waits for: no bound cuts the write.
+    result, _, written = _run(tmp_path, "failed-run", WRITE_SECONDS="6")
+    assert result.returncode == 0, result.stderr
+    assert sorted(written.split("\n")) == ["", "end 1", "end 2", "start 1", "start 2"], written
+    assert "waits for 2 thread task(s) still running" in result.stderr, result.stderr
 
 
 def test_a_thread_task_past_its_timeout_does_not_hold_up_the_exit(tmp_path: Path) -> None:

@@ -6,10 +6,10 @@ A thread cannot be killed: ``abort`` (a deadline passed) abandons the thread - i
 result is ignored by the scheduler - and starts a replacement so the pool keeps its capacity.
 
 Pool threads are daemon threads, so a task that never returns cannot hang the interpreter's
-exit. But a task still running then - abandoned by a failed or cancelled run - should not be
-killed in the middle of a write either: at exit, ``finish_running`` gives such tasks a grace
-period (the exit hook in ``_pools`` calls it), except tasks past their ``timeout`` and exits
-caused by Ctrl-C, which the user asked to stop.
+exit. But a task still running then - abandoned by a failed or cancelled run - must not be
+killed in the middle of a write either: at exit, ``finish_running`` waits for such tasks as the
+stdlib's thread pool does (the exit hook in ``_pools`` calls it), except tasks past their
+``timeout`` and exits caused by Ctrl-C, which the user asked to stop.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import threading
 import time
 from itertools import count
 
-from .._system import EXIT_GRACE
+from .._system import EXIT_NOTICE
 from ._base import Backend, Batch, Done, Started, enter_depth, run_items
 
 _names = count(1)
@@ -44,18 +44,29 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_in_child)
 
 
-def finish_running(grace: float = EXIT_GRACE) -> None:
-    """At interpreter exit: let thread tasks still running finish, for up to ``grace`` seconds.
+def finish_running(notice_after: float = EXIT_NOTICE) -> None:
+    """At interpreter exit: wait for thread tasks still running, as ``ThreadPoolExecutor`` does.
 
-    Not for tasks past their deadline, and not when the program is ending on Ctrl-C.
+    Unbounded, like the stdlib: a task that the program started is let finish its write rather than
+    be cut short. Not for tasks past their deadline (``timeout=`` asked for them to be abandoned),
+    and not when the program is ending on Ctrl-C; a Ctrl-C during this wait stops it. After
+    ``notice_after`` seconds one line on stderr says what the exit is waiting for.
     """
     if isinstance(getattr(sys, "last_value", None), KeyboardInterrupt):
         return
-    deadline = time.monotonic() + grace
     with _running_lock:
         waiting = [thread for thread, overdue in _running_anywhere.items() if not overdue]
+    deadline = time.monotonic() + notice_after
     for thread in waiting:
         thread.join(max(0.0, deadline - time.monotonic()))
+    left = [thread for thread in waiting if thread.is_alive() and not _running_anywhere.get(thread, True)]
+    if not left:
+        return
+    names = ", ".join(thread.name for thread in left[:5])
+    print(f"taskloom: the program waits for {len(left)} thread task(s) still running ({names}); "
+          "press Ctrl-C to stop them", file=sys.stderr, flush=True)
+    for thread in left:
+        thread.join()
 
 
 class ThreadBackend(Backend):
