@@ -2,6 +2,7 @@
 #
 #   make setup      create .venv (if missing) and install '.[all,dev]' (only when pyproject.toml changed)
 #   make test       lint -> typecheck -> pytest with branch coverage -> smoke on Python 3.10 / 3.13
+#   make test-load  the tests that start processes, threads or clocks, twice, with every CPU busy
 #   make bench      quick benchmark run, writes bench.html
 #   make docs       regenerate docs/api.md from the docstrings (scripts/gen_api_docs.py)
 #   make lint       ruff check
@@ -65,7 +66,7 @@ find_python() {
 }
 endef
 
-.PHONY: venv setup lint typecheck cov smoke test bench pythons clean
+.PHONY: venv setup lint typecheck cov smoke test test-load bench pythons clean
 
 # ---------------------------------------------------------------------------
 # Environment
@@ -150,6 +151,25 @@ pythons:
 
 # Order matters (.NOTPARALLEL): lint, typecheck, coverage run, smoke.
 test: setup lint typecheck cov smoke
+
+# The suite's promises must hold on a busy machine, not only on an idle one: the tests that start
+# processes, threads or clocks run LOAD_ROUNDS times while one CPU-bound process per CPU runs
+# beside them (started here, stopped on any exit). A test that passes only when idle fails here.
+LOAD_TESTS ?= tests/faults tests/test_processes.py tests/test_executor.py tests/test_imap.py \
+	tests/test_pipeline.py tests/test_io.py tests/test_dask.py
+LOAD_ROUNDS ?= 2
+test-load: setup
+	cpus="$$(nproc)"
+	busy=()
+	trap 'kill "$${busy[@]}" 2>/dev/null || true' EXIT
+	for _ in $$(seq "$$cpus"); do
+		$(VENV_PY) -c 'while True: pass' &
+		busy+=("$$!")
+	done
+	for round in $$(seq $(LOAD_ROUNDS)); do
+		echo "=== test-load: round $$round of $(LOAD_ROUNDS), $$cpus busy processes beside the tests"
+		$(VENV_PY) -m pytest -q $(LOAD_TESTS)
+	done
 
 # ---------------------------------------------------------------------------
 # Other

@@ -1,7 +1,8 @@
 """Fixtures for the engine tests.
 
-* After every test: ``taskloom.shutdown()``, then no child process of the test process may be left
-  (the multiprocessing forkserver and resource tracker excepted: they are process-wide and shared).
+* After every test: ``taskloom.shutdown()``, then no child process of the test process may be left,
+  taskloom's own fork server included (multiprocessing's forkserver and resource tracker excepted:
+  they are multiprocessing's, process-wide and shared; tests with ``start_method`` start them).
 * ``backend``: the shared behaviour tests run once per engine.
 """
 
@@ -24,7 +25,7 @@ CHILD_EXIT_GRACE = 5.0
 
 
 def _is_shared_helper(proc: psutil.Process, me: int) -> bool:
-    """The forkserver or resource tracker that multiprocessing keeps for the whole test session.
+    """multiprocessing's forkserver or resource tracker, kept for the whole test session.
 
     Forkserver *workers* are forked from the forkserver, so they share its command line: only a
     direct child of the test process counts as the server itself.
@@ -37,7 +38,7 @@ def _is_shared_helper(proc: psutil.Process, me: int) -> bool:
         return True  # gone already
     except psutil.AccessDenied:  # pragma: no cover - our own children
         return False
-    return "forkserver" in cmdline or "resource_tracker" in cmdline
+    return "multiprocessing.forkserver" in cmdline or "resource_tracker" in cmdline
 
 
 def _alive(proc: psutil.Process) -> bool:

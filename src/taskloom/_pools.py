@@ -3,23 +3,26 @@
 Pools are keyed by their engine's configuration and worker count, so several threads calling
 ``taskloom.map`` with the same mode share one pool, and a second call a moment later pays no
 start-up; a pipeline stage adds its position to the key, so two stages never share a pool.
-``shutdown()`` runs at interpreter exit too: it is registered after
-``multiprocessing.util`` is imported, and atexit handlers run last-in first-out, so our workers are
-stopped before multiprocessing would wait for them.
+``shutdown()`` runs at interpreter exit too. atexit handlers run last-in first-out, and
+multiprocessing's own exit hook (``multiprocessing.util``) joins its child processes: ours must run
+first, so it is registered again whenever ``multiprocessing.util`` was imported after it. Neither
+asyncio nor multiprocessing is imported here: a first ``map`` on threads pays for neither.
 """
 
 from __future__ import annotations
 
-import asyncio
 import atexit
-import multiprocessing.util  # noqa: F401 - see the module docstring
 import os
 import sys
 import threading
 from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING
 
 from ._backends._base import Backend, nesting_depth
 from ._modes import Async, Dask, Mode, Processes, Sequential, Threads
+
+if TYPE_CHECKING:
+    import asyncio
 
 _lock = threading.Lock()
 _pools: dict[Hashable, Backend] = {}
@@ -56,7 +59,9 @@ def get_backend(mode: Mode, workers: int, slot: Hashable = None) -> Backend:
         if backend is None:
             backend = _create(mode, workers, depth)
             _pools[key] = backend
-        return backend
+    if not _hook_is_last and "multiprocessing.util" in sys.modules:
+        _register_exit_hook()
+    return backend
 
 
 def _create(mode: Mode, workers: int, depth: int) -> Backend:
@@ -105,6 +110,9 @@ def shutdown() -> None:
     dask = sys.modules.get("taskloom._backends._dask")
     if dask is not None:  # an Executor or run may have connected without a pooled backend left
         dask.close_all()
+    forkserver = sys.modules.get("taskloom._backends._forkserver")
+    if forkserver is not None:  # after the pools: their workers are stopped by then
+        forkserver.stop()
 
 
 def live_backends() -> list[Backend]:
@@ -128,8 +136,17 @@ def _at_exit() -> None:
         threads.finish_running()
 
 
-# multiprocessing.util is imported above, so its atexit hook (which joins child processes) was
-# registered before ours and runs after it: our workers are gone by then.
-atexit.register(_at_exit)
+_hook_is_last = False
+
+
+def _register_exit_hook() -> None:
+    """(Re-)register ``_at_exit`` so it runs before multiprocessing's hook, if that is loaded."""
+    global _hook_is_last
+    _hook_is_last = "multiprocessing.util" in sys.modules
+    atexit.unregister(_at_exit)
+    atexit.register(_at_exit)
+
+
+_register_exit_hook()
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_in_child)

@@ -109,8 +109,9 @@ class _Segment:
         # Runs on close(), on garbage collection and at interpreter exit, whichever comes first.
         self._finalizer = weakref.finalize(self, _release, name, fd, mm, os.getpid() if owner else None)
         if owner and multiprocessing.parent_process() is not None:
-            # A multiprocessing child (a pool worker) ends with os._exit, which skips atexit and so
-            # weakref.finalize; multiprocessing runs its own exit finalizers first. Proved by
+            # A multiprocessing child (a pool worker started with "fork" or "spawn") ends with
+            # os._exit, which skips atexit and so weakref.finalize; multiprocessing runs its own
+            # exit finalizers first. Workers of taskloom's fork server run atexit. Proved by
             # tests/test_shared.py::test_segment_made_in_a_worker_goes_when_the_worker_exits.
             multiprocessing.util.Finalize(self, self._finalizer, exitpriority=0)
 

@@ -310,3 +310,13 @@ class FlakyInput:
 def raising_generator(source: FlakyInput) -> Iterator[int]:
     """A generator over a ``FlakyInput``: it raises mid-stream where its source does."""
     yield from source
+
+
+# -- worker start-up -----------------------------------------------------------------------------------
+def die_at_start(directory: str, times: int, how: str = "kill") -> None:
+    """An initializer: the first ``times`` workers to start die in it (``how``: SIGKILL or exit 3)."""
+    if len(marks(directory, "start")) < times:
+        mark(directory, "start")
+        if how == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        os._exit(3)

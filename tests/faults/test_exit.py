@@ -1,8 +1,9 @@
 """Thread tasks still running when the program ends: finished, not killed mid-write.
 
-Pool threads are daemon threads, but a task abandoned by a failed run is waited for at exit, as
-a ThreadPoolExecutor's would be, so it finishes what it is writing. Tasks past their timeout, and exits on Ctrl-C, are not waited for.
-Each case runs a real interpreter and looks at what it left in a file.
+Pool threads are daemon threads, but a task abandoned by a failed run is waited for at exit,
+as a ThreadPoolExecutor's would be, so it finishes what it is writing. Tasks past their
+timeout, and exits on Ctrl-C, are not waited for. Each case runs a real interpreter and looks at
+what it left in a file.
 """
 
 from __future__ import annotations

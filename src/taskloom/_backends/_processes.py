@@ -18,6 +18,13 @@ sentinel, and to retry or report the batch it was running. Data flow::
 The manager thread alone owns the worker table; other threads only append to ``pending`` (under
 the lock) and write a byte to the wake pipe. Each worker holds at most ``DEPTH`` batches: one
 running and one queued behind it, so it never waits for the parent between two batches.
+
+Workers start from taskloom's own fork server (``_forkserver``; the default "forkserver" start
+method), which never runs the caller's ``__main__``; "fork" and "spawn" use multiprocessing's own
+process start. Whatever fails in the manager thread reaches the runs: a worker that cannot be
+started counts as a failed start (the pool gives up only after several in a row, see
+``_start_failed``), and any other error fails the batches it concerns rather than ending the
+thread, so a run never waits for an event that cannot come.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import mmap
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -37,21 +45,26 @@ from typing import Any
 from .._errors import SerializationError
 from .._modes import Processes, parse_size
 from .._system import IN_WORKER_ENV, usable_cpus
+from . import _forkserver, _mainpickle
 from . import _worker as W
 from ._base import Backend, Batch, Done, ItemError, Job, Lost, Started
 
 DEPTH = 2  # batches sent ahead to one worker: one running, one waiting (only short ones, see _short_next)
 SEND_AHEAD_BELOW = 0.005  # seconds: a job whose batches run shorter than this gets a batch queued ahead
 KILL_GRACE = 0.5  # seconds between SIGTERM and SIGKILL for a worker we stop
-START_FAILURES_LIMIT = 3  # consecutive worker start-up failures before the pool reports broken
+START_FAILURES_LIMIT = 3  # consecutive workers that exit by themselves before they are ready: broken
+KILLED_STARTS_LIMIT = 10  # consecutive workers killed by a signal before they are ready: broken
+MANAGER_ERRORS_LIMIT = 3  # consecutive failed rounds of the manager thread before it fails every batch
+log = logging.getLogger("taskloom")
 
 
 class _Worker:
-    __slots__ = ("conn", "idle_since", "jobs", "outstanding", "pid", "proc", "ready", "retiring")
+    __slots__ = ("conn", "idle_since", "jobs", "outstanding", "pid", "proc", "ready", "retiring", "taken")
 
-    def __init__(self, proc: Any, conn: Connection) -> None:
+    def __init__(self, proc: Any, conn: Connection, taken: Any = None) -> None:
         self.proc = proc
         self.conn = conn
+        self.taken = taken  # the worker's W.TAKEN page (fork server workers), or None
         self.pid: int = proc.pid
         self.ready = False
         self.retiring = False
@@ -67,7 +80,10 @@ class ProcessBackend(Backend):
     def __init__(self, config: Processes, workers: int) -> None:
         self.config = config
         self.workers = workers
-        self._ctx: Any = multiprocessing.get_context(config.resolved_start_method)
+        self._start_method = config.resolved_start_method
+        # "forkserver" is ours (no __main__ re-run); "fork" and "spawn" are multiprocessing's.
+        self._ctx: Any = (None if self._start_method == "forkserver"
+                          else multiprocessing.get_context(self._start_method))
         self._lock = threading.Lock()
         self._pending: collections.deque[Batch] = collections.deque()
         self._wake_r, self._wake_w = multiprocessing.Pipe(duplex=False)
@@ -75,7 +91,10 @@ class ProcessBackend(Backend):
         self._workers: list[_Worker] = []
         self._dying: dict[Any, tuple[_Worker, float]] = {}  # sentinel -> (worker, SIGKILL deadline)
         self._closed = False
-        self._start_failures = 0
+        self._start_exits = 0  # workers that ended by themselves before ready, in a row
+        self._start_kills = 0  # workers killed by a signal before ready, in a row
+        self._spawn_after = 0.0  # after a failed start: no new start before this time (backoff)
+        self._untaken: collections.Counter[int] = collections.Counter()  # batch id -> deaths before taken
         self._thread: threading.Thread | None = None
         self._worker_config = self._make_worker_config()
 
@@ -86,7 +105,7 @@ class ProcessBackend(Backend):
 
     def submit(self, batch: Batch) -> None:
         try:
-            payload = W.dumps(batch.items)
+            payload = _mainpickle.dumps(batch.items)
         except Exception as exc:
             detail = f"{type(exc).__name__}: {exc}"
             reason = "item" if len(batch.items) == 1 else "split"
@@ -122,19 +141,29 @@ class ProcessBackend(Backend):
         return [w.pid for w in list(self._workers)]
 
     # -- helpers ------------------------------------------------------------------------------
-    def _make_worker_config(self) -> W.WorkerConfig:
-        import cloudpickle
-
+    def _initializer(self, collector: W.FdCollector) -> bytes | None:
+        """The initializer and its arguments pickled for one worker; file descriptors they carry
+        (a multiprocessing Queue or Pipe) are collected to travel beside them."""
         cfg = self.config
-        init = None
-        if cfg.initializer is not None:
-            try:
-                init = cloudpickle.dumps((cfg.initializer, cfg.initargs))
-            except Exception as exc:
-                raise SerializationError(
-                    f"Processes(initializer={cfg.initializer!r}) could not be pickled: {exc}",
-                    what="function",
-                ) from exc
+        if cfg.initializer is None:
+            return None
+        from multiprocessing import context
+
+        context.set_spawning_popen(collector)  # type: ignore[arg-type]  # duck-typed: DupFd only
+        try:
+            return _mainpickle.dumps_by_value((cfg.initializer, cfg.initargs))
+        except Exception as exc:
+            raise SerializationError(
+                f"Processes(initializer={cfg.initializer!r}) could not be pickled with its initargs: "
+                f"{type(exc).__name__}: {exc}",
+                what="function",
+            ) from exc
+        finally:
+            context.set_spawning_popen(None)
+
+    def _make_worker_config(self) -> W.WorkerConfig:
+        cfg = self.config
+        init = self._initializer(W.FdCollector())  # fails now, in the caller, if it cannot pickle
         # Cap native thread pools (BLAS, OpenMP) to this worker's share of the CPUs, so that
         # numpy in N workers does not start N x cpus threads. A user's explicit setting wins.
         share = str(max(1, usable_cpus() // max(1, self.workers)))
@@ -146,7 +175,7 @@ class ProcessBackend(Backend):
         # parent would drop them anyway, so they need not cross the pipe.
         return W.WorkerConfig(init, cfg.max_tasks_per_worker, parse_size(cfg.max_memory, "max_memory"),
                               parse_size(cfg.max_result_size, "max_result_size"), env,
-                              logging.getLogger().getEffectiveLevel())
+                              logging.getLogger().getEffectiveLevel(), os.getpid())
 
     def _wake_locked(self) -> None:
         if not self._wake_pending:
@@ -160,18 +189,39 @@ class ProcessBackend(Backend):
 
     # -- the manager thread ---------------------------------------------------------------------
     def _manage(self) -> None:
+        errors = 0
         try:
             while True:
                 with self._lock:
                     closed = self._closed
                 if closed:
                     break
-                self._reap_cancelled()
-                self._spawn_as_needed()
-                self._dispatch()
-                self._loop_once()
+                try:
+                    self._reap_cancelled()
+                    self._spawn_as_needed()
+                    self._dispatch()
+                    self._loop_once()
+                    errors = 0
+                except Exception as exc:  # never die silently: the runs would wait for ever
+                    errors += 1
+                    self._on_manager_error(exc, errors)
         finally:
             self._shutdown_workers()
+
+    def _on_manager_error(self, exc: Exception, errors: int) -> None:
+        log.error("taskloom: the process pool's manager thread failed (%d in a row)", errors, exc_info=exc)
+        if errors < MANAGER_ERRORS_LIMIT:
+            time.sleep(0.01 * errors)  # no busy loop if the same step fails again
+            return
+        # It keeps failing: end every batch it holds with the cause, kill the workers, start over.
+        cause = f"the process pool failed: {type(exc).__name__}: {exc}"
+        for w in list(self._workers):
+            for batch in w.outstanding:
+                batch.sink.put(Lost(batch.id, "broken", cause))
+            w.outstanding.clear()
+            self._kill(w)
+        self._fail_pending(cause)
+        time.sleep(0.05)
 
     def _loop_once(self) -> None:
         handles: list[Any] = [self._wake_r]
@@ -200,6 +250,7 @@ class ProcessBackend(Backend):
                 _reap_segments(w.pid)
                 with contextlib.suppress(OSError):
                     w.conn.close()
+                _close_process(w.proc)
                 del self._dying[sentinel]
             elif now >= deadline:
                 w.proc.kill()
@@ -207,10 +258,12 @@ class ProcessBackend(Backend):
         self._retire_idle(now)
 
     def _next_timer(self) -> float | None:
-        """Seconds until the next SIGKILL deadline or idle retirement, or None (no timer)."""
+        """Seconds until the next SIGKILL deadline, idle retirement or delayed start, or None."""
         deadlines = [d for _, d in self._dying.values() if d != float("inf")]
         deadlines += [w.idle_since + self.config.idle_timeout
                       for w in self._workers if w.ready and not w.outstanding and not w.retiring]
+        if self._spawn_after:
+            deadlines.append(self._spawn_after)
         if not deadlines:
             return None
         return max(0.0, min(deadlines) - time.monotonic())
@@ -223,19 +276,68 @@ class ProcessBackend(Backend):
         # Start the whole pool as soon as there is work: a run that has one batch now has more
         # a moment later, and a worker that starts late makes the first results late. Starting
         # one costs a few milliseconds with the forkserver; idle ones retire after idle_timeout.
+        if self._spawn_after:
+            if time.monotonic() < self._spawn_after:
+                return
+            self._spawn_after = 0.0
         live = sum(1 for w in self._workers if not w.retiring)
         for _ in range(self.workers - live):
-            self._spawn()
+            try:
+                self._spawn()
+            except Exception as exc:
+                self._start_failed(f"a worker process could not be started: {type(exc).__name__}: {exc}",
+                                   killed=False)
+                return
 
     def _spawn(self) -> None:
-        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        proc = self._ctx.Process(target=W.main, args=(child_conn, self._worker_config),
-                                 name="taskloom-worker", daemon=False)
-        if self._ctx.get_start_method() == "forkserver":
-            _preload_forkserver(self._ctx)
-        proc.start()
-        child_conn.close()
-        self._workers.append(_Worker(proc, parent_conn))
+        parent_conn, child_conn = multiprocessing.Pipe(duplex=True)
+        taken = None
+        try:
+            collector = W.FdCollector()
+            config = self._worker_config
+            config.initializer = self._initializer(collector)
+            if self._ctx is None:
+                page = os.memfd_create("taskloom-taken", os.MFD_CLOEXEC)
+                try:
+                    os.ftruncate(page, W.TAKEN.size)
+                    taken = mmap.mmap(page, W.TAKEN.size)
+                    proc: Any = _forkserver.start_worker(child_conn.fileno(), W.dumps(config), [page, *collector.fds])
+                finally:
+                    os.close(page)
+            else:
+                if collector.fds and self._start_method != "fork":
+                    raise SerializationError(
+                        f"Processes(start_method={self._start_method!r}) cannot pass a multiprocessing "
+                        "Queue or Pipe in initargs: use the default start method", what="function")
+                config.fds = collector.fds
+                proc = self._ctx.Process(target=W.main, args=(child_conn, config),
+                                         name="taskloom-worker", daemon=False)
+                proc.start()
+        except BaseException:
+            parent_conn.close()
+            raise
+        finally:
+            child_conn.close()
+        self._workers.append(_Worker(proc, parent_conn, taken))
+
+    def _start_failed(self, cause: str, *, killed: bool) -> None:
+        """A worker could not start, or died before it was ready: no task was lost.
+
+        Starts are retried with a growing pause. The pool reports itself unable to start only
+        when starts keep failing with no worker becoming ready in between: START_FAILURES_LIMIT
+        workers in a row that ended by themselves (an import error, an initializer that exits),
+        or KILLED_STARTS_LIMIT in a row killed by a signal (someone killing workers, or the
+        out-of-memory killer at every start).
+        """
+        if killed:
+            self._start_kills += 1
+        else:
+            self._start_exits += 1
+        failures = self._start_kills + self._start_exits
+        self._spawn_after = time.monotonic() + min(1.0, 0.01 * 2 ** (failures - 1))
+        if self._start_exits >= START_FAILURES_LIMIT or self._start_kills >= KILLED_STARTS_LIMIT:
+            self._start_exits = self._start_kills = 0
+            self._fail_pending(f"{failures} worker processes in a row failed to start; the last: {cause}")
 
     def _dispatch(self) -> None:
         """Deal batches round-robin: every ready worker gets one before any gets a second.
@@ -335,6 +437,8 @@ class ProcessBackend(Backend):
             batch = self._pop_outstanding(w, batch_id)
             if batch is None:
                 return  # cancelled meanwhile: nobody wants it
+            if self._untaken:
+                self._untaken.pop(batch_id, None)
             if not w.outstanding:
                 w.idle_since = time.monotonic()
             previous = batch.job.cache.get("batch_seconds")
@@ -361,7 +465,7 @@ class ProcessBackend(Backend):
             _relay_log(msg)
         elif op == W.OP_READY:
             w.ready = True
-            self._start_failures = 0
+            self._start_exits = self._start_kills = 0
             w.idle_since = time.monotonic()
         elif op == W.OP_LOST:
             (batch_id,) = W.Q.unpack_from(msg, 1)
@@ -398,23 +502,33 @@ class ProcessBackend(Backend):
             self._workers.remove(w)
         with contextlib.suppress(OSError):
             w.conn.close()
+        exitcode = w.proc.exitcode
+        _close_process(w.proc)
         if w.retiring:
             return
-        exitcode = w.proc.exitcode
         if not w.ready:
-            self._start_failures += 1
-            if self._start_failures >= START_FAILURES_LIMIT:
-                self._start_failures = 0
-                self._fail_pending(
-                    f"worker processes exit while starting (exit code {exitcode}). With the "
-                    f"{self._ctx.get_start_method()!r} start method each worker imports your main "
-                    "module again: if your script calls taskloom at module level, put that code "
-                    "under `if __name__ == '__main__':`"
-                )
+            hint = ""
+            if self._start_method == "spawn" and exitcode == 1:
+                hint = (" With the 'spawn' start method each worker imports your main module again: if "
+                        "your script calls taskloom at module level, put that code under "
+                        "`if __name__ == '__main__':`, or use the default start method")
+            self._start_failed(f"{describe_start_exit(exitcode)}.{hint}", killed=exitcode is not None and exitcode < 0)
             return
         if not w.outstanding:
             return  # died between tasks (e.g. killed while idle): nothing was lost
-        running = w.outstanding.popleft()
+        running = w.outstanding[0]
+        if w.taken is not None and W.TAKEN.unpack_from(w.taken)[0] not in (running.id, -running.job.id):
+            # It died before it took this batch (killed as the batch was sent): nothing ran, so
+            # it goes out again uncounted - unless that keeps happening (a batch too large to
+            # receive, say), which is then a crash like any other.
+            self._untaken[running.id] += 1
+            if self._untaken[running.id] < 3:
+                waiting = list(w.outstanding)
+                w.outstanding.clear()
+                self._requeue(waiting)
+                return
+        self._untaken.pop(running.id, None)
+        w.outstanding.popleft()
         waiting = list(w.outstanding)
         w.outstanding.clear()
         self._requeue(waiting)
@@ -460,10 +574,17 @@ class ProcessBackend(Backend):
                 w.proc.join(1.0)
             with contextlib.suppress(OSError):
                 w.conn.close()
+            _close_process(w.proc)
         self._dying.clear()
         for conn in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 conn.close()
+
+
+def _close_process(proc: Any) -> None:
+    """Release a finished worker's handles (its sentinel): a long-lived pool must not leak them."""
+    with contextlib.suppress(ValueError, OSError):  # ValueError: a multiprocessing child still running
+        proc.close()
 
 
 def _reap_segments(pid: int) -> None:
@@ -487,10 +608,8 @@ def _relay_log(msg: bytes) -> None:
 
 def pickle_function(job: Job) -> bytes:
     """The job's function pickled with cloudpickle, or a SerializationError that says why not."""
-    import cloudpickle
-
     try:
-        data: bytes = cloudpickle.dumps(job.fn, protocol=pickle.HIGHEST_PROTOCOL)
+        data: bytes = _mainpickle.dumps_by_value(job.fn)
     except Exception as exc:
         raise SerializationError(
             f"the function {job.name} cannot be sent to worker processes: it could not be "
@@ -501,6 +620,16 @@ def pickle_function(job: Job) -> bytes:
             what="function",
         ) from exc
     return data
+
+
+def describe_start_exit(exitcode: int | None) -> str:
+    """Say how a worker ended before it was ready: no task of yours ran in it yet."""
+    if exitcode is None:
+        return "a worker disappeared before it was ready (exit status unknown)"
+    if exitcode < 0:
+        return describe_exit(exitcode).replace("the worker was killed", "a worker was killed before it was ready", 1)
+    return (f"a worker exited with code {exitcode} before it was ready: in Processes(initializer=...), or "
+            "while importing what the task needs (its output above says why)")
 
 
 def describe_exit(exitcode: int | None) -> str:
@@ -529,14 +658,3 @@ def describe_exit(exitcode: int | None) -> str:
     return (f"the worker exited with code {exitcode}: the task probably called os._exit({exitcode}), "
             "or a C extension called exit()")
 
-
-_preloaded = False
-
-
-def _preload_forkserver(ctx: Any) -> None:
-    """Have the forkserver import our worker module once, so each worker starts in milliseconds."""
-    global _preloaded
-    if not _preloaded:
-        _preloaded = True
-        with contextlib.suppress(Exception):
-            ctx.set_forkserver_preload(["__main__", "taskloom._backends._worker"])

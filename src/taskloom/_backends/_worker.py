@@ -51,6 +51,10 @@ FLAG_PER_ITEM = 2
 FLAG_SINGLE = 4  # a batch of one item: a failure to unpickle it is that item's own
 
 Q = struct.Struct("<q")
+#: What the main thread took last, in a small memory page the parent can read after a death: a
+#: batch id, or minus a job id while it loads that job's function. A batch the dead worker never
+#: took was not run, so it is sent again without counting a crash.
+TAKEN = Q
 BATCH = struct.Struct("<qqB")
 RESULT = struct.Struct("<qd")
 
@@ -70,8 +74,11 @@ class WorkerConfig:
         max_result_size: int | None,
         env: dict[str, str],
         log_level: int = 30,
+        parent_pid: int = 0,
     ) -> None:
         self.log_level = log_level  # records at or above it go to the parent's handlers
+        self.parent_pid = parent_pid  # the taskloom parent (the fork server is only the OS parent)
+        self.fds: list[int] = []  # "fork" start: descriptors initargs carry, inherited as they are
         self.initializer = initializer
         self.max_tasks = max_tasks
         self.max_memory = max_memory
@@ -81,6 +88,38 @@ class WorkerConfig:
 
 class RemoteError(Exception):
     """Stands in for an exception that could not be pickled in the worker."""
+
+
+#: file descriptors that arrived with this worker (a Queue or pipe in ``initargs``), by index
+_inherited_fds: list[int] = []
+
+
+class InheritedFd:
+    """A file descriptor in a pickle, passed to the worker beside it (multiprocessing's ``DupFd``)."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def detach(self) -> int:
+        return _inherited_fds[self.index]
+
+
+class FdCollector:
+    """Plays multiprocessing's "spawning popen" while a worker's payload is pickled.
+
+    A ``multiprocessing.Queue`` or ``Connection`` in ``initargs`` pickles its file descriptors
+    through ``DupFd``: they are collected here and sent to the worker with the payload.
+    """
+
+    def __init__(self) -> None:
+        self.fds: list[int] = []
+
+    def duplicate_for_child(self, fd: int) -> int:
+        self.fds.append(fd)
+        return len(self.fds) - 1
+
+    def DupFd(self, index: int) -> InheritedFd:  # multiprocessing's name
+        return InheritedFd(index)
 
 
 def dumps(obj: Any) -> bytes:
@@ -158,12 +197,21 @@ def _rss() -> int:
         return int(psutil.Process().memory_info().rss)
 
 
-def _receiver(conn: Connection, inbox: queue.SimpleQueue[bytes | None], cancelled: set[int]) -> None:
-    parent = os.getppid()
+def _parent_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists
+        return True
+    return True
+
+
+def _receiver(conn: Connection, inbox: queue.SimpleQueue[bytes | None], cancelled: set[int], parent: int) -> None:
     while True:
         try:
             if not conn.poll(0.5):
-                if os.getppid() != parent:  # re-parented: our parent (or its forkserver) died
+                if not _parent_alive(parent):  # the pipe may live on in a process the parent forked
                     os._exit(0)
                 continue
             msg = conn.recv_bytes()
@@ -177,11 +225,36 @@ def _receiver(conn: Connection, inbox: queue.SimpleQueue[bytes | None], cancelle
             return
 
 
-def main(conn: Connection, config: WorkerConfig) -> None:
-    """Entry point of a worker process."""
+def run_forked(conn_fd: int, payload: bytes, fds: list[int]) -> int:
+    """Entry point of a worker forked by taskloom's fork server; returns the exit code.
+
+    The worker gets a ``__main__`` of its own, empty: the caller's script is never run here, and
+    its functions and classes arrive by value (``_mainpickle``) into this namespace.
+    """
+    import atexit
+    import mmap
+    import types
+
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    taken = mmap.mmap(fds[0], TAKEN.size)
+    os.close(fds[0])
+    _inherited_fds[:] = fds[1:]
+    config = pickle.loads(payload)
+    main(Connection(conn_fd), config, taken)
+    atexit._run_exitfuncs()  # weakref finalizers (a SharedArray this worker owns), as at a normal exit
+    return 0
+
+
+def main(conn: Connection, config: WorkerConfig, taken: Any = None) -> None:
+    """Entry point of a worker process (``taken``: see ``TAKEN``)."""
+    from . import _mainpickle
+
     # Ctrl-C goes to the whole process group; the parent decides what stops, and the user sees
     # one traceback, not one per worker.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _mainpickle.snapshot()
+    if config.fds:
+        _inherited_fds[:] = config.fds
     os.environ.update(config.env)
     _reseed()
     lock = threading.Lock()
@@ -203,7 +276,7 @@ def main(conn: Connection, config: WorkerConfig) -> None:
 
     inbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
     cancelled: set[int] = set()
-    threading.Thread(target=_receiver, args=(conn, inbox, cancelled), daemon=True,
+    threading.Thread(target=_receiver, args=(conn, inbox, cancelled, config.parent_pid or os.getppid()), daemon=True,
                      name="taskloom-receiver").start()
     functions: dict[int, Callable[..., Any] | BaseException] = {}
     names: dict[int, str] = {}
@@ -215,6 +288,8 @@ def main(conn: Connection, config: WorkerConfig) -> None:
         op = msg[:1]
         if op == OP_FUNCTION:
             (job_id,) = Q.unpack_from(msg, 1)
+            if taken is not None:
+                TAKEN.pack_into(taken, 0, -job_id)
             try:
                 fn = pickle.loads(memoryview(msg)[1 + Q.size:])
                 functions[job_id] = fn
@@ -231,6 +306,8 @@ def main(conn: Connection, config: WorkerConfig) -> None:
         if batch_id in cancelled:
             cancelled.discard(batch_id)
             continue
+        if taken is not None:
+            TAKEN.pack_into(taken, 0, batch_id)
         if flags & FLAG_TIMED:
             send(OP_STARTED + Q.pack(batch_id))
         fn_or_exc = functions.get(job_id)

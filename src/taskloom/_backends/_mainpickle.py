@@ -1,0 +1,120 @@
+"""Pickling for workers that never import the caller's ``__main__``.
+
+Functions and classes defined in ``__main__`` (a script, ``python -c``, stdin, a REPL or a
+notebook) travel by value, with cloudpickle, so a worker needs neither the script nor a
+``__main__`` guard in it. Modules the user imports still travel by reference.
+
+One namespace per worker. cloudpickle gives each unpickled function a fresh globals dict, so a
+global that ``Processes(initializer=...)`` sets (``global db; db = connect()``) would be invisible
+to the task function that arrives later. Here every ``__main__`` function shares the worker's own
+``__main__`` namespace, and the globals a function brings are merged into it with one rule: a name
+the worker rebound itself (by an initializer or a task) keeps the worker's value; any other takes
+the parent's value of this call. So an initializer's connection survives, and a setting the parent
+changed between two maps arrives.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+from typing import Any
+
+_MISSING = object()
+#: worker side: the value each ``__main__`` global had when it was last merged (or at start-up)
+_merged: dict[str, Any] = {}
+
+
+def main_namespace() -> dict[str, Any]:
+    """This process's ``__main__`` namespace: where ``__main__`` functions find their globals."""
+    namespace: dict[str, Any] = sys.modules["__main__"].__dict__
+    return namespace
+
+
+def snapshot() -> None:
+    """Worker start-up: what ``__main__`` holds now counts as merged (a forked copy of the parent)."""
+    _merged.clear()
+    _merged.update(main_namespace())
+
+
+def merge(namespace: dict[str, Any], arrived: dict[str, Any]) -> None:
+    """Merge a function's globals into the worker's namespace (see the module docstring)."""
+    for name, value in arrived.items():
+        if name not in namespace or namespace[name] is _merged.get(name, _MISSING):
+            namespace[name] = value
+            _merged[name] = value
+
+
+class _MainGlobals(dict):  # type: ignore[type-arg]
+    """Stands for the worker's ``__main__`` namespace inside a pickle."""
+
+    def __reduce__(self) -> Any:
+        return main_namespace, ()
+
+
+def _setstate(func: Any, state: Any) -> None:
+    """cloudpickle's function state setter, with ``merge`` instead of overwriting the globals."""
+    from cloudpickle import cloudpickle as cp
+
+    attrs, slots = state
+    arrived = slots.get("__globals__")
+    if arrived:
+        merge(func.__globals__, arrived)
+        slots = {**slots, "__globals__": {}}
+    cp._function_setstate(func, (attrs, slots))
+
+
+_pickler: Any = None
+
+
+def _pickler_class() -> Any:
+    global _pickler
+    if _pickler is None:
+        from cloudpickle import cloudpickle as cp
+
+        class MainPickler(cp.Pickler):  # type: ignore[misc]
+            """cloudpickle, with ``__main__`` functions sharing the worker's namespace."""
+
+            def _function_getnewargs(self, func: Any) -> Any:
+                args = super()._function_getnewargs(func)
+                if func.__globals__ is not main_namespace():
+                    return args
+                code, base, *rest = args
+                if not isinstance(base, _MainGlobals):
+                    base = _MainGlobals(base)
+                    self.globals_ref[id(func.__globals__)] = base
+                return (code, base, *rest)
+
+            def _dynamic_function_reduce(self, func: Any) -> Any:
+                reduced = super()._dynamic_function_reduce(func)
+                if (func.__globals__ is main_namespace() and len(reduced) == 6
+                        and reduced[5] is cp._function_setstate):
+                    return (*reduced[:5], _setstate)
+                return reduced
+
+        _pickler = MainPickler
+    return _pickler
+
+
+def dumps_by_value(obj: Any) -> bytes:
+    """Pickle ``obj`` with ``__main__`` functions and classes by value (see the module docstring)."""
+    import io
+
+    buffer = io.BytesIO()
+    _pickler_class()(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    return buffer.getvalue()
+
+
+def dumps(obj: Any) -> bytes:
+    """Fast C pickle when nothing in ``obj`` refers to ``__main__``; by value when something does.
+
+    A reference to ``__main__.Box`` would not resolve in a worker, which has no copy of the
+    script. The check is a scan of the pickled bytes, so ordinary data pays next to nothing; a
+    false alarm (a string that says "__main__") only costs the slower pickler.
+    """
+    try:
+        data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return dumps_by_value(obj)  # lambdas, closures, local classes: cloudpickle's job
+    if b"__main__" in data:
+        return dumps_by_value(obj)
+    return data
