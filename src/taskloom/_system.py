@@ -6,7 +6,10 @@ import functools
 import math
 import os
 import sys
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 #: Set in worker processes started by taskloom; a nested ``map`` there does not start a pool.
 IN_WORKER_ENV = "TASKLOOM_WORKER"
@@ -30,21 +33,26 @@ def in_worker() -> bool:
 
 
 #: where the cgroup file systems are mounted (v2 unified, or v1's ``cpu`` controller below it)
-CGROUP_ROOT = Path("/sys/fs/cgroup")
+CGROUP_ROOT: str | Path = "/sys/fs/cgroup"  # a str: pathlib costs a first map several ms to import
 
 
-def cgroup_cpu_limit(root: Path | None = None) -> float | None:
+def _read(*parts: str | Path) -> str:
+    with open(os.path.join(*parts)) as f:
+        return f.read()
+
+
+def cgroup_cpu_limit(root: str | Path | None = None) -> float | None:
     """CPUs allowed by a cgroup quota (v2 ``cpu.max`` or v1 ``cfs_quota_us``), or None."""
     root = CGROUP_ROOT if root is None else root
     try:
-        text = (root / "cpu.max").read_text().split()
+        text = _read(root, "cpu.max").split()
         if text and text[0] != "max":
             return int(text[0]) / int(text[1])
     except (OSError, ValueError, IndexError):
         pass
     try:
-        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
-        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        quota = int(_read(root, "cpu", "cpu.cfs_quota_us"))
+        period = int(_read(root, "cpu", "cpu.cfs_period_us"))
         if quota > 0 and period > 0:
             return quota / period
     except (OSError, ValueError):

@@ -168,3 +168,22 @@ def test_the_fork_server_is_gone_after_shutdown_and_a_new_map_works() -> None:
         print(tl.map(abs, [-3], mode="processes", workers=2))
     """)
     _check(_run(["-c", code]), ["[1, 2]", "server running True True", "after shutdown [] None", "[3]"])
+
+
+@pytest.mark.parametrize(("setup", "env", "forked"), [
+    ("", {}, True),  # one thread, a small process: forking is provably safe
+    ("threading.Thread(target=time.sleep, args=(30,), daemon=True).start()", {}, False),  # a thread: exec
+    ("", {"TASKLOOM_FORKSERVER": "exec"}, False),
+])
+def test_the_fork_server_is_forked_only_when_provably_safe(setup: str, env: dict[str, str], forked: bool,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    code = textwrap.dedent(f"""
+        import threading, time
+        import taskloom as tl
+        from taskloom._backends import _forkserver
+        {setup}
+        print(tl.map(lambda x: -x, [1, 2], mode="processes", workers=2), _forkserver.server_forked())
+    """)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    _check(_run(["-c", code]), [f"[-1, -2] {forked}"])

@@ -21,10 +21,20 @@ server dies, running workers go on, and the next start launches a new server.
 
 Forking the server is safe although the parent has threads: the server is single-threaded and
 holds no locks when it forks. It exits when the parent closes its socket (``shutdown()``) or dies.
+
+Two ways to start the server. Where it is provably safe - the parent has exactly one OS thread
+(``/proc/self/task``), so no other thread can hold a lock, and a small memory footprint
+(``FORK_BELOW_RSS``), so the server's copy-on-write snapshot cannot pin much memory the parent
+frees later - the parent forks it: it is ready in a few milliseconds and already has every module
+the parent imported. Otherwise a fresh interpreter is executed (``python -c ... serve()``) with the
+parent's ``sys.path``: ~60 ms of start-up, overlapped with the parent's own work. A forked server
+drops everything it inherited that is not its own: file descriptors (pointed at /dev/null, so a
+stale buffer flushed later writes nowhere), atexit hooks, signal handlers.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import multiprocessing.connection
 import os
@@ -35,15 +45,22 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 import traceback
+from typing import Any
 
 _HEADER = struct.Struct("<II")  # payload length, number of extra fds
 _REPLY = struct.Struct("<q")  # worker pid, or -1 then an error text follows (length-prefixed)
 _STATUS = struct.Struct("<i")  # exit code written into a worker's sentinel pipe
 _MAX_FDS = 64
+#: fork the server from the parent only below this resident size (see the module docstring)
+FORK_BELOW_RSS = 128 * 2**20
 
-#: The modules the server imports once, so a forked worker has them for free.
-PRELOAD = ("taskloom._backends._worker", "taskloom._backends._mainpickle", "cloudpickle")
+#: The modules the server imports once, so a forked worker has them for free: the first two at
+#: once (every worker runs them), cloudpickle when the server is first idle (only functions and
+#: classes that travel by value need it: a first map of an importable function does not wait).
+PRELOAD = ("taskloom._backends._worker", "taskloom._backends._mainpickle")
+PRELOAD_IDLE = ("cloudpickle",)
 
 
 class ForkServerError(OSError):
@@ -109,13 +126,56 @@ class WorkerProcess:
         self.close()
 
 
+class _ForkedServer:
+    """A server forked from this process: the parts of ``subprocess.Popen`` the client uses."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped by someone else
+                self.returncode = -1
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(str(self.pid), timeout or 0.0)
+            time.sleep(0.002)
+        assert self.returncode is not None
+        return self.returncode
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+
+
 class _Client:
     """The parent's end of one fork server; requests are serialised by a lock."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: subprocess.Popen[bytes] | _ForkedServer | None = None
         self._sock: socket.socket | None = None
+        self.forked = False  # how the running server was started (for tests and docs)
+
+    def prestart(self) -> None:
+        """Start the server now, if it is not running, so it boots while the caller works on.
+
+        Call it from the thread that creates a pool, before the pool's own thread exists: only
+        then can a single-threaded parent fork it.
+        """
+        with self._lock:
+            if self._sock is None:
+                self._launch()
 
     def start_worker(self, conn_fd: int, payload: bytes, extra_fds: list[int]) -> WorkerProcess:
         """Fork a worker that runs ``_worker.run_forked`` on ``conn_fd`` and ``payload``.
@@ -164,8 +224,12 @@ class _Client:
     # -- internals (lock held) --------------------------------------------------------------
     def _launch(self) -> None:
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        fds = [child_sock.fileno()]
         tracker = _resource_tracker_fd()
+        if _fork_is_safe():
+            self._fork(parent_sock, child_sock, tracker)
+            return
+        self.forked = False
+        fds = [child_sock.fileno()]
         if tracker is not None:
             fds.append(tracker)
         code = f"from taskloom._backends._forkserver import serve; serve({child_sock.fileno()}, {tracker})"
@@ -184,6 +248,23 @@ class _Client:
         finally:
             child_sock.close()
         self._proc, self._sock = proc, parent_sock
+
+    def _fork(self, parent_sock: socket.socket, child_sock: socket.socket, tracker: int | None) -> None:
+        # The server imports what it lacks of PRELOAD (cloudpickle) itself, while the parent goes on.
+        for stream in (sys.stdout, sys.stderr):  # nothing buffered may be written twice
+            with contextlib.suppress(Exception):
+                stream.flush()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the server
+            try:
+                parent_sock.close()
+                keep = {0, 1, 2, child_sock.fileno(), *(() if tracker is None else (tracker,))}
+                _forget_the_parent(keep)
+                serve(child_sock.detach(), tracker)
+            finally:
+                os._exit(1)
+        child_sock.close()
+        self._proc, self._sock, self.forked = _ForkedServer(pid), parent_sock, True
 
     def _request(self, conn_fd: int, payload: bytes, extra_fds: list[int]) -> WorkerProcess:
         assert self._sock is not None
@@ -218,6 +299,45 @@ class _Client:
         self._proc = None
 
 
+def _fork_is_safe() -> bool:
+    """Is forking this process provably safe now? One OS thread, and a small footprint."""
+    if os.environ.get("TASKLOOM_FORKSERVER") == "exec" or not hasattr(os, "fork"):
+        return False
+    try:
+        threads = len(os.listdir("/proc/self/task"))
+        with open("/proc/self/statm") as f:
+            rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):  # not Linux: no proof, no fork
+        return False
+    return threads == 1 and rss < FORK_BELOW_RSS
+
+
+def _forget_the_parent(keep: set[int]) -> None:  # pragma: no cover - runs in a forked server
+    """In a server forked from the parent: drop what belongs to the parent."""
+    import weakref
+
+    atexit._clear()  # the parent's exit hooks are not ours (nor the workers')
+    finalize: Any = weakref.finalize
+    finalize._registered_with_atexit = False  # workers register their finalizers anew
+    for sig in signal.valid_signals():
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            if callable(signal.getsignal(sig)):
+                signal.signal(sig, signal.SIG_DFL)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    keep = keep | {devnull}
+    os.dup2(devnull, 0)
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        fds = list(range(3, 256))
+    for fd in fds:
+        if fd not in keep:
+            # Kept open on /dev/null rather than closed: a stale buffered file object of the
+            # parent's that flushes later writes nowhere, never into a file that reused its number.
+            with contextlib.suppress(OSError):
+                os.dup2(devnull, fd)
+
+
 def _resource_tracker_fd() -> int | None:
     """multiprocessing's resource tracker, when this process already runs one: workers share it."""
     tracker = sys.modules.get("multiprocessing.resource_tracker")
@@ -247,6 +367,16 @@ def start_worker(conn_fd: int, payload: bytes, extra_fds: list[int] | None = Non
 def server_pid() -> int | None:
     """The fork server's pid while it runs (for tests and ``taskloom info``)."""
     return _client.server_pid()
+
+
+def server_forked() -> bool:
+    """Was the running server forked from this process (rather than started as a new interpreter)?"""
+    return _client.forked
+
+
+def prestart() -> None:
+    """Start the server now if it is not running (see ``_Client.prestart``)."""
+    _client.prestart()
 
 
 def stop() -> None:
@@ -280,10 +410,16 @@ def serve(fd: int, tracker_fd: int | None = None) -> None:  # pragma: no cover -
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.set_wakeup_fd(wake_w)
     sentinels: dict[int, int] = {}  # worker pid -> write end of its sentinel pipe
+    idle_preload = list(PRELOAD_IDLE)
     while True:
         try:
-            ready, _, _ = select.select([sock.fileno(), wake_r], [], [])
+            # Idle for 50 ms (the first workers are asked for right after the server starts).
+            ready, _, _ = select.select([sock.fileno(), wake_r], [], [], 0.05 if idle_preload else None)
         except InterruptedError:
+            continue
+        if not ready:
+            with contextlib.suppress(ImportError):
+                __import__(idle_preload.pop())
             continue
         if wake_r in ready:
             with contextlib.suppress(OSError):

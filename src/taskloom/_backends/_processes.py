@@ -97,6 +97,13 @@ class ProcessBackend(Backend):
         self._untaken: collections.Counter[int] = collections.Counter()  # batch id -> deaths before taken
         self._thread: threading.Thread | None = None
         self._worker_config = self._make_worker_config()
+        if self._ctx is None:
+            # Here, in the caller's thread, before the pool's own thread exists: a single-threaded
+            # caller can fork the server (milliseconds); otherwise it boots while the run starts.
+            try:
+                _forkserver.prestart()
+            except OSError:
+                pass  # the first worker start tries again, and reports it
 
     # -- contract (any thread) ----------------------------------------------------------------
     def prepare(self, job: Job) -> None:
@@ -607,9 +614,10 @@ def _relay_log(msg: bytes) -> None:
 
 
 def pickle_function(job: Job) -> bytes:
-    """The job's function pickled with cloudpickle, or a SerializationError that says why not."""
+    """The job's function pickled (by reference when importable, else by value with cloudpickle),
+    or a SerializationError that says why not."""
     try:
-        data: bytes = _mainpickle.dumps_by_value(job.fn)
+        data: bytes = _mainpickle.dumps(job.fn)
     except Exception as exc:
         raise SerializationError(
             f"the function {job.name} cannot be sent to worker processes: it could not be "
