@@ -8,7 +8,7 @@ from them), so an error raised in a worker process or on a cluster arrives whole
     TaskloomError(Exception)
     ├── TaskError                 a task failed; the original exception is the __cause__
     │   ├── TaskTimeout           ran past its timeout (also a TimeoutError)
-    │   ├── WorkerCrashed         the worker running it died
+    │   ├── WorkerCrashed         the worker running it died (also a concurrent.futures BrokenProcessPool)
     │   └── SerializationError    the function, an item or a result could not be (un)pickled
     ├── LockOrderError            (also a RuntimeError)
     └── DeadlockError             (also a RuntimeError)
@@ -17,7 +17,10 @@ from them), so an error raised in a worker process or on a cluster arrives whole
 from __future__ import annotations
 
 import reprlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._errors_process import WorkerCrashed as WorkerCrashed
 
 __all__ = [
     "DeadlockError",
@@ -77,6 +80,10 @@ class TaskError(TaskloomError):
             print(exc.index, exc.item_repr, repr(exc.__cause__))
     """
 
+    #: set by the run on the error of a task whose pool could run nothing (its initializer raised,
+    #: or it was shut down): an Executor becomes broken then. Not carried by pickling.
+    _pool_broken = False
+
     def __init__(
         self,
         message: str,
@@ -125,26 +132,6 @@ class TaskTimeout(TaskError, TimeoutError):
 
     def _kwargs(self) -> dict[str, Any]:
         return {**super()._kwargs(), "timeout": self.timeout}
-
-
-class WorkerCrashed(TaskError):
-    """The worker process running the task died (a signal, ``os._exit``, the OOM killer...).
-
-    The task was first run again on a fresh worker ``Processes(crash_retries=...)`` times (1 by
-    default); the other tasks of the run are not affected.
-
-    Attributes:
-        history: one ``(pid, exitcode)`` per attempt; a negative exitcode is ``-signal``.
-    """
-
-    def __init__(
-        self, message: str, *, history: list[tuple[int, int | None]] | None = None, **kwargs: Any
-    ) -> None:
-        super().__init__(message, **kwargs)
-        self.history = list(history or [])
-
-    def _kwargs(self) -> dict[str, Any]:
-        return {**super()._kwargs(), "history": self.history}
 
 
 class SerializationError(TaskError):
@@ -223,8 +210,18 @@ def short_repr(obj: object, limit: int = 80) -> str:
     return text
 
 
+def __getattr__(name: str) -> Any:
+    # WorkerCrashed is also a concurrent.futures BrokenProcessPool: defined on first use, so that
+    # `import taskloom` does not import concurrent.futures.process (and multiprocessing.connection).
+    if name == "WorkerCrashed":
+        from ._errors_process import WorkerCrashed
+
+        return WorkerCrashed
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 # Raised long before anyone looks them up on the package: they say taskloom.TaskError from the start
 # (and pickle by that name, which the package resolves on first use).
-for _cls in (TaskloomError, TaskError, TaskTimeout, WorkerCrashed, SerializationError, LockOrderError, DeadlockError):
+for _cls in (TaskloomError, TaskError, TaskTimeout, SerializationError, LockOrderError, DeadlockError):
     _cls.__module__ = "taskloom"
 del _cls

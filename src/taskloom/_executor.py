@@ -1,50 +1,244 @@
 """``taskloom.Executor``: a real ``concurrent.futures.Executor`` on taskloom's engine.
 
-Submitted calls go into a ``PushSource``; one driver thread iterates a ``Run`` over it (unordered,
-``on_error="collect"``) and settles each future from its Outcome. So retries, timeouts, crash
-handling and batching are the scheduler's, as for ``map``; the Executor only adapts the shape.
+Submitted calls go into an ``_Inbox`` (a ``PushSource``); one driver thread iterates a ``Run`` over
+it (unordered, ``on_error="collect"``, one task per batch) and settles each future from its Outcome.
+So retries, timeouts, crash handling and rate limits are the scheduler's, as for ``map``; the
+Executor adapts the shape, and keeps the ``concurrent.futures`` contract (checked by CPython's own
+``test_concurrent_futures``, see ``tests/test_cpython_futures.py``):
+
+* A thread (or coroutine, or sequential) task's future turns RUNNING when the task really starts,
+  in the worker, as ``ThreadPoolExecutor`` does: until then it can be cancelled. A process task's
+  future turns RUNNING when it is handed to the pool (at most ``workers x 2`` of them), as the
+  stdlib's call queue does.
+* Process tasks are pickled in ``submit`` (``(fn, args, kwargs)`` in one go) and their results in
+  the worker, inside the task: a pickling fault is then the task's own exception, of the type
+  pickle raised (``PicklingError``, ``TypeError``...), with a note saying what could not be
+  pickled. An unpickling fault is a ``BrokenProcessPool``, as in the stdlib, whose cause is
+  taskloom's ``SerializationError``; the executor goes on.
+* A pool that can run nothing (its initializer raised, or ``taskloom.shutdown()`` closed it) makes
+  the executor broken: the futures raise ``BrokenProcessPool`` / ``BrokenThreadPool``, and so does
+  every later ``submit``.
+* Nothing of a finished task stays referenced by the executor (future, function, arguments,
+  result): the driver holds no executor, and an executor that is dropped ends its driver after the
+  work already submitted.
+* At interpreter exit, before taskloom's pools are stopped, every executor's pending work is
+  finished (the stdlib waits for it too), and ``submit`` raises ``RuntimeError`` from then on.
 """
 
 from __future__ import annotations
 
+import atexit
 import collections
 import concurrent.futures
+import contextlib
+import functools
+import itertools
+import pickle
+import sys
 import threading
-from collections.abc import Callable
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures._base import CANCELLED, PENDING, RUNNING
+from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures.thread import BrokenThreadPool
 from typing import Any, ParamSpec, TypeVar
 
 from ._api import parse_rate, validate
-from ._errors import TaskError
-from ._modes import Async, ModeLike, Processes, Threads, parse_mode
+from ._backends._mainpickle import dumps as dumps_for_worker
+from ._backends._worker import dumps
+from ._errors import SerializationError, TaskError, short_repr
+from ._modes import Async, Dask, ModeLike, Processes, Threads, parse_mode
 from ._outcome import Outcome
 from ._pools import get_backend
 from ._progress import make_listener
 from ._scheduler import PushSource, Run
 from ._stats import RunStatistics
+from ._system import EXIT_NOTICE
 
 __all__ = ["Executor"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-
-def _call(task: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]) -> Any:
-    fn, args, kwargs = task
-    return fn(*args, **kwargs)
+AnyFuture = concurrent.futures.Future[Any]
 
 
-async def _acall(task: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]) -> Any:
-    fn, args, kwargs = task
-    return await fn(*args, **kwargs)
+# -- tasks ----------------------------------------------------------------------------------------------
+def _call_repr(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """``f(1, 'x', key=2)``, bounded: how a task is named in errors and statistics."""
+    name = getattr(fn, "__qualname__", None) or short_repr(fn, 40)
+    parts = [short_repr(a, 40) for a in args[:4]] + [f"{k}={short_repr(v, 30)}" for k, v in list(kwargs.items())[:3]]
+    if len(args) > 4 or len(kwargs) > 3:
+        parts.append("...")
+    return f"{name}({', '.join(parts)})"
 
 
+class _Task:
+    """A call run where the executor is (threads, asyncio, sequential, Dask), with its future.
+
+    The future turns RUNNING when the call starts, not before (``_start``).
+    """
+
+    __slots__ = ("args", "fn", "future", "kwargs")
+
+    def __init__(self, future: AnyFuture | None, fn: Callable[..., Any], args: tuple[Any, ...],
+                 kwargs: dict[str, Any]) -> None:
+        self.future = future
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+
+    def __repr__(self) -> str:
+        return _call_repr(self.fn, self.args, self.kwargs)
+
+    def __reduce__(self) -> Any:  # to a Dask worker: without the future, which stays here
+        return _Task, (None, self.fn, self.args, self.kwargs)
+
+
+class _Pickled:
+    """A call for a worker process: ``(fn, args, kwargs)`` pickled in ``submit``."""
+
+    __slots__ = ("blob", "label")
+
+    def __init__(self, blob: bytes, label: str = "") -> None:
+        self.blob = blob
+        self.label = label
+
+    def __repr__(self) -> str:
+        return self.label
+
+    def __reduce__(self) -> Any:  # the label is for the parent's messages only
+        return _Pickled, (self.blob,)
+
+
+#: what a thread task returns when its future was cancelled before it could start
+_SKIPPED: Any = type("_Skipped", (), {"__repr__": lambda self: "<cancelled before it started>"})()
+
+
+def _start(future: AnyFuture | None) -> bool:
+    """Mark a local task's future RUNNING as it starts; False if it was cancelled meanwhile."""
+    if future is None:
+        return True
+    with future._condition:
+        if future._state == PENDING:
+            return future.set_running_or_notify_cancel()
+        if future._state == RUNNING:
+            return True  # a retry: it was running already
+    _notify_cancelled(future)
+    return False
+
+
+def _notify_cancelled(future: AnyFuture) -> None:
+    """Tell ``wait()``/``as_completed()`` about a cancelled future (what the stdlib's worker does)."""
+    with future._condition:
+        if future._state == CANCELLED:
+            future.set_running_or_notify_cancel()  # CANCELLED -> CANCELLED_AND_NOTIFIED; returns False
+
+
+def _pickle_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Pickled | BaseException:
+    """The call pickled for a worker process, or the exception pickle raised (with a note).
+
+    Returned, not raised: a future holding it would otherwise hold the caller's frame through the
+    traceback, and the frame the future (a cycle that only the garbage collector frees).
+    """
+    try:
+        # What __main__ defines travels by value: a worker may have no copy of the script.
+        return _Pickled(dumps_for_worker((fn, args, kwargs)), _call_repr(fn, args, kwargs))
+    except Exception as exc:
+        add_note(exc, f"taskloom: {_call_repr(fn, args, kwargs)} could not be pickled to send it to a worker "
+                      "process")
+        return exc
+
+
+def _failed(future: _Future, error: BaseException) -> _Future:
+    future.set_exception(error)
+    return future
+
+
+def _unpickle_result(data: bytes) -> tuple[Any, BaseException | None]:
+    """(value, None), or (None, what unpickling raised): returned, not raised, as in ``_pickle_call``."""
+    try:
+        return pickle.loads(data), None
+    except BaseException as exc:  # SystemExit too: a __reduce__ may call sys.exit()
+        return None, exc
+
+
+def _call(task: _Task) -> Any:
+    if not _start(task.future):
+        return _SKIPPED
+    return task.fn(*task.args, **task.kwargs)
+
+
+async def _acall(task: _Task) -> Any:
+    if not _start(task.future):
+        return _SKIPPED
+    return await task.fn(*task.args, **task.kwargs)
+
+
+def _call_pickled(task: _Pickled) -> bytes:
+    """Runs in a worker process: unpickle the call, run it, pickle its result, all inside the task,
+    so that an (un)pickling fault is this task's own error, of the type the stdlib gives."""
+    try:
+        fn, args, kwargs = pickle.loads(task.blob)
+    except BaseException as exc:  # SystemExit too: a __reduce__ may call sys.exit()
+        raise BrokenProcessPool(
+            f"the task's function or arguments could not be unpickled in the worker process: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    result = fn(*args, **kwargs)
+    del fn, args, kwargs
+    try:
+        return dumps(result)
+    except BaseException as exc:
+        add_note(exc, f"taskloom: the result ({type(result).__name__}) could not be pickled to send it back to "
+                      "the parent process")
+        raise
+
+
+def _process_chunk(fn: Callable[..., Any], chunk: tuple[tuple[Any, ...], ...]) -> list[Any]:
+    """``Executor.map(chunksize=n)`` on processes: ``n`` calls as one task, as ProcessPoolExecutor does."""
+    return [fn(*args) for args in chunk]
+
+
+def _chunks(iterables: tuple[Iterable[Any], ...], size: int) -> Iterator[tuple[tuple[Any, ...], ...]]:
+    it = zip(*iterables, strict=False)  # as map(): the shortest iterable ends it
+    while chunk := tuple(itertools.islice(it, size)):
+        yield chunk
+
+
+def _flatten(results: Iterator[list[Any]]) -> Iterator[Any]:
+    for block in results:
+        block.reverse()
+        while block:
+            yield block.pop()  # popped: the caller's result is not held here once handed out
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """``exc.add_note(note)`` (Python 3.11+); on 3.10 the note is kept in ``__notes__`` all the same."""
+    notes = getattr(exc, "__notes__", None)
+    if notes is None:
+        notes = []
+        with contextlib.suppress(AttributeError, TypeError):  # a class that refuses new attributes
+            exc.__notes__ = notes  # type: ignore[attr-defined]
+    with contextlib.suppress(AttributeError):
+        notes.append(note)
+
+
+# -- the inbox: submitted, taken, settled ----------------------------------------------------------------
 class _Inbox(PushSource):
-    def __init__(self) -> None:
+    """What an executor shares with its driver thread (never the executor itself)."""
+
+    def __init__(self, *, start_on_take: bool, broken_type: type[concurrent.futures.BrokenExecutor]) -> None:
         self.lock = threading.Lock()
-        self.waiting: collections.deque[tuple[concurrent.futures.Future[Any], Any]] = collections.deque()
-        self.futures: dict[int, concurrent.futures.Future[Any]] = {}
+        self.waiting: collections.deque[tuple[_Future, Any]] = collections.deque()
+        self.futures: dict[int, _Future] = {}  # handed to the run, not yet settled
         self.next_index = 0
         self.closed = False
+        self.start_on_take = start_on_take  # processes, Dask: RUNNING once handed to the pool
+        self.broken: str | None = None  # why the pool can run nothing (then every submit fails)
+        self.broken_type = broken_type
+        self.run: Run[Outcome[Any]] | None = None
 
     def take(self, n: int) -> list[Any] | None:
         with self.lock:
@@ -53,25 +247,226 @@ class _Inbox(PushSource):
             out: list[Any] = []
             while self.waiting and len(out) < n:
                 future, task = self.waiting.popleft()
-                if not future.set_running_or_notify_cancel():
-                    continue  # cancelled before it started
-                self.futures[self.next_index] = future
+                if self.start_on_take:
+                    if not _start(future):
+                        continue  # cancelled before it was handed out
+                elif future.cancelled():
+                    _notify_cancelled(future)
+                    continue
+                index = self.next_index
                 self.next_index += 1
+                self.futures[index] = future
+                if isinstance(future, _KillableFuture):
+                    future.where = (self, index)
                 out.append(task)
             if not out and not self.waiting and self.closed:
                 return None
             return out
 
+    def close(self) -> None:
+        """No more tasks: the run ends once those handed out have ended."""
+        with self.lock:
+            self.closed = True
+            run = self.run
+        if run is not None:
+            run.wake()
 
+    def break_(self, reason: str, error: BaseException) -> None:
+        """The pool can run nothing: fail what waits, refuse what comes (``submit`` checks ``broken``)."""
+        with self.lock:
+            if self.broken is None:
+                self.broken = reason
+            waiting = [future for future, _ in self.waiting]
+            self.waiting.clear()
+            self.closed = True
+        for future in waiting:
+            _set(future, error=error)
+
+
+    def fail_handed_out(self, error: BaseException) -> None:
+        """The run failed: what it had taken will not be settled by it."""
+        with self.lock:
+            futures = list(self.futures.values())
+            self.futures.clear()
+        for future in futures:
+            _set(future, error=error)
+
+
+def _set(future: AnyFuture, *, value: Any = None, error: BaseException | None = None) -> None:
+    """Settle a future unless it was cancelled meanwhile (``cancel_running``), then only notify."""
+    if future.cancelled():
+        _notify_cancelled(future)
+        return
+    with contextlib.suppress(concurrent.futures.InvalidStateError):
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+
+
+def _settle(inbox: _Inbox, outcome: Outcome[Any]) -> None:
+    with inbox.lock:
+        future = inbox.futures.pop(outcome.index)
+    error = outcome.error
+    if error is None:
+        value: Any = outcome.value
+        if value is _SKIPPED:
+            _notify_cancelled(future)
+            return
+        if isinstance(outcome.item, _Pickled):
+            value, fault = _unpickle_result(value)  # the bytes _call_pickled returned
+            if fault is not None:
+                try:
+                    _set(future, error=_unpickling_fault(outcome, fault))
+                finally:
+                    del future, fault  # this frame is in the fault's traceback chain: no cycle
+                return
+        _set(future, value=value)
+        return
+    if error._pool_broken and isinstance(error.__cause__, concurrent.futures.BrokenExecutor):
+        inbox.break_(str(error.__cause__), error.__cause__)
+    _set(future, error=_own_exception(error))
+
+
+def _unpickling_fault(outcome: Outcome[Any], exc: BaseException) -> BaseException:
+    """A result that cannot be unpickled here: ``BrokenProcessPool`` (the stdlib's word for it),
+    caused by taskloom's ``SerializationError`` (caused by what pickle raised)."""
+    message = f"task {outcome.index} ({outcome.item!r}): the result could not be unpickled in the parent process: " \
+              f"{type(exc).__name__}: {exc}"
+    detail = SerializationError(message, what="result", index=outcome.index, item_repr=short_repr(outcome.item),
+                                attempts=outcome.attempts, stage="Executor.submit")
+    detail.__cause__ = exc
+    broken = BrokenProcessPool(message)
+    broken.__cause__ = detail
+    return broken
+
+
+def _own_exception(error: TaskError) -> BaseException:
+    """The task's own exception (its cause), as concurrent.futures users expect; for a pool that
+    could run nothing, the stdlib's ``BrokenProcessPool``/``BrokenThreadPool``."""
+    cause = error.__cause__
+    if cause is not None and type(error) is TaskError:
+        return cause
+    return error
+
+
+def _drive(run: Run[Outcome[Any]], inbox: _Inbox) -> None:
+    """The driver thread: settle each future as its outcome comes. It holds no executor."""
+    try:
+        while True:
+            try:
+                outcome = next(run)
+            except StopIteration:
+                break
+            _settle(inbox, outcome)
+            del outcome  # nothing of a settled task stays referenced while we wait for the next
+    except BaseException as exc:  # the run itself failed: the executor can run nothing more
+        run.cancel()
+        broken = inbox.broken_type(f"the executor's run failed: {type(exc).__name__}: {exc}")
+        broken.__cause__ = exc
+        inbox.break_(str(broken), broken)
+        inbox.fail_handed_out(broken)  # not here: this frame is in the error's traceback
+    finally:
+        with _live_lock:
+            _live.pop(inbox, None)
+
+
+# -- futures ---------------------------------------------------------------------------------------------
+class _Future(concurrent.futures.Future[Any]):
+    """The stdlib's Future, except that ``wait()`` and ``as_completed()`` learn of a cancel at once.
+
+    (The stdlib tells them only when a worker reaches the cancelled task, which may be long after.)
+    """
+
+    def cancel(self) -> bool:
+        if not super().cancel():
+            return False
+        _notify_cancelled(self)
+        return True
+
+
+class _KillableFuture(_Future):
+    """``Executor(cancel_running=True)``: ``cancel()`` also stops a running process task."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.where: tuple[_Inbox, int] | None = None  # set when the task is handed to the pool
+
+    def cancel(self) -> bool:
+        with self._condition:
+            where = self.where
+            running = self._state == RUNNING and where is not None
+            if running:
+                self._state = CANCELLED
+                self._condition.notify_all()
+        if not running or where is None:
+            return super().cancel()
+        inbox, index = where
+        run = inbox.run
+        if run is not None:
+            run._cancel_task(index)  # the pool kills the worker running it, and replaces it
+        _notify_cancelled(self)
+        self._invoke_callbacks()  # type: ignore[attr-defined]
+        return True
+
+
+# -- interpreter exit ------------------------------------------------------------------------------------
+_live_lock = threading.Lock()
+_live: dict[_Inbox, threading.Thread] = {}  # executors whose driver runs
+_exiting = False
+
+
+def finish_pending_at_exit() -> None:
+    """Finish every executor's pending work before the pools stop, as the stdlib does.
+
+    Registered when this module is imported, after ``_pools`` registered its exit hook: atexit
+    runs hooks last-in first-out, so this runs first, while the pools still work (and ``_pools``'
+    hook calls it too, first thing, in case it was registered again later). From here on
+    ``submit`` raises RuntimeError. Not waited for: an exit on Ctrl-C, and a Ctrl-C during the wait
+    stops it. Safe to call twice.
+    """
+    global _exiting
+    _exiting = True
+    with _live_lock:
+        entries = list(_live.items())
+    for inbox, _ in entries:
+        inbox.close()
+    if isinstance(getattr(sys, "last_value", None), KeyboardInterrupt):
+        return
+    deadline = time.monotonic() + EXIT_NOTICE
+    for _, thread in entries:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    left = [thread for _, thread in entries if thread.is_alive()]
+    if not left:
+        return
+    print(f"taskloom: the program waits for the tasks of {len(left)} executor(s) still pending; "
+          "press Ctrl-C to stop them", file=sys.stderr, flush=True)
+    for thread in left:
+        thread.join()
+
+
+atexit.register(finish_pending_at_exit)
+
+
+# -- the executor ----------------------------------------------------------------------------------------
 class Executor(concurrent.futures.Executor):
     """A ``concurrent.futures.Executor`` on any taskloom engine except "auto".
 
-    Futures raise the task's own exception, with the worker's traceback as its ``__cause__``,
-    as the stdlib's do; a task that timed out, lost its worker or could not be pickled raises
-    ``TaskTimeout``, ``WorkerCrashed`` or ``SerializationError``. The pools underneath are
-    taskloom's warm pools: creating and shutting down an Executor is cheap, and
-    ``taskloom.shutdown()`` stops the workers. ``map()`` and ``with`` come from
-    ``concurrent.futures.Executor``; ``with`` calls ``shutdown(wait=True)`` at the end.
+    Code written for ``ThreadPoolExecutor`` or ``ProcessPoolExecutor`` keeps working (CPython's own
+    ``test_concurrent_futures`` runs against it); docs/executor.md lists the few deliberate
+    differences. Futures raise the task's own exception, with the worker's traceback as its
+    ``__cause__``, as the stdlib's do; a task that timed out or lost its worker raises
+    ``TaskTimeout`` or ``WorkerCrashed`` (a ``BrokenProcessPool``: the executor goes on). On
+    processes, an argument or result that cannot be pickled raises what pickle raised (with a note
+    saying which), and one that cannot be unpickled raises ``BrokenProcessPool``. A pool whose
+    initializer raises makes the executor broken: its futures and every later ``submit`` raise
+    ``BrokenProcessPool`` / ``BrokenThreadPool``. Each ``submit`` is one task that starts as soon
+    as a worker is free; a thread task's future can be cancelled until it starts.
+
+    The pools underneath are taskloom's warm pools: creating and shutting down an Executor is cheap,
+    and ``taskloom.shutdown()`` stops the workers (an executor that used them is broken then). At
+    interpreter exit, pending work is finished first, as the stdlib does. ``with`` calls
+    ``shutdown(wait=True)`` at the end.
 
     Args:
         mode: "threads", "processes", "async" (``submit`` then takes ``async def`` functions),
@@ -84,9 +479,14 @@ class Executor(concurrent.futures.Executor):
         backoff: seconds before the first retry, doubled for each next one (with jitter).
         rate: at most this many task starts per second (a number) or ``"100/s"``, ``"30/min"``.
         progress: as for ``map``: True for a bar of finished tasks, a callback, or a tqdm-like object.
+        cancel_running: processes only. True: ``future.cancel()`` also stops a task that is
+            running (its worker is killed, and the pool starts another) and returns True, so
+            ``asyncio.wait_for(loop.run_in_executor(ex, fn), 5)`` really stops the work. False
+            (the default, the stdlib's behaviour): a running task cannot be cancelled.
 
     Raises:
-        ValueError, TypeError: a bad argument (``mode="auto"`` included), at construction.
+        ValueError, TypeError: a bad argument (``mode="auto"`` included, or ``cancel_running``
+            on another mode than processes), at construction.
 
     Example::
 
@@ -98,11 +498,17 @@ class Executor(concurrent.futures.Executor):
 
     def __init__(self, mode: ModeLike, *, workers: int | None = None, timeout: float | None = None,
                  retries: int = 0, retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
-                 backoff: float = 0.0, rate: float | str | None = None, progress: object = False) -> None:
+                 backoff: float = 0.0, rate: float | str | None = None, progress: object = False,
+                 cancel_running: bool = False) -> None:
         parsed = parse_mode(mode, allow_auto=False)
-        self._chunksize, self._retry_on = validate(
+        _, self._retry_on = validate(
             _call, workers=workers, chunksize="auto", timeout=timeout, retries=retries, retry_on=retry_on,
             on_error="collect", prefetch=None, ordered=False, rate=rate, backoff=backoff, progress=progress)
+        if not isinstance(cancel_running, bool):
+            raise TypeError(f"cancel_running must be True or False, got {cancel_running!r}")
+        if cancel_running and not isinstance(parsed, Processes):
+            raise ValueError(f"cancel_running=True needs mode 'processes' (only a process task can be stopped "
+                             f"while it runs), got mode {parsed.name!r}")
         self._progress = progress
         self._mode = parsed
         self._workers = workers if workers is not None else parsed.default_workers()
@@ -110,28 +516,85 @@ class Executor(concurrent.futures.Executor):
         self._retries = retries
         self._backoff = float(backoff)
         self._rate = parse_rate(rate)
-        self._inbox = _Inbox()
+        self._pickled = isinstance(parsed, Processes)
+        self._future_type: type[_Future] = _KillableFuture if cancel_running else _Future
+        broken_type = (BrokenProcessPool if isinstance(parsed, Processes) else
+                       BrokenThreadPool if isinstance(parsed, Threads) else concurrent.futures.BrokenExecutor)
+        self._inbox = _Inbox(start_on_take=isinstance(parsed, Processes | Dask), broken_type=broken_type)
         self._run: Run[Outcome[Any]] | None = None
         self._driver: threading.Thread | None = None
         self._shutdown = False
         self._start_lock = threading.Lock()
+        # Dropped without shutdown(): the driver ends after the work already submitted.
+        finalizer = weakref.finalize(self, self._inbox.close)
+        finalizer.atexit = False  # at exit, finish_pending_at_exit does it (and waits)
+
+    @property
+    def _broken(self) -> str | bool:
+        """False, or why the pool can run nothing (the stdlib's executors have this attribute too)."""
+        return self._inbox.broken or False
 
     def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> concurrent.futures.Future[R]:
         """Schedule ``fn(*args, **kwargs)``; return its Future.
 
         Raises:
             TypeError: ``fn`` is not callable.
-            RuntimeError: the executor was shut down.
+            BrokenExecutor: the pool could not start (its initializer raised); a
+                ``BrokenProcessPool`` or ``BrokenThreadPool``.
+            RuntimeError: the executor was shut down, or the interpreter is exiting.
         """
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {fn!r}")
-        future: concurrent.futures.Future[R] = concurrent.futures.Future()
+        self._check_open()
+        task: Any
+        if self._pickled:
+            task = _pickle_call(fn, args, kwargs)
+            if isinstance(task, BaseException):  # what the stdlib's future raises too, not submit()
+                try:
+                    return _failed(self._future_type(), task)
+                finally:
+                    # This frame is in the traceback's chain (f_back): it must hold neither the
+                    # exception nor the future, or they keep each other alive.
+                    del task
+            future = self._future_type()
+        else:
+            future = self._future_type()
+            task = _Task(future, fn, args, kwargs)
         with self._inbox.lock:
-            if self._shutdown:
-                raise RuntimeError("cannot schedule new futures after shutdown")
-            self._inbox.waiting.append((future, (fn, args, kwargs)))
-        self._ensure_running().wake()
+            self._check_open()
+            self._inbox.waiting.append((future, task))
+        run = self._ensure_running()
+        run._fill_now()  # to a free worker now, as the stdlib's submit does
+        run.wake()
         return future
+
+    def _check_open(self) -> None:
+        inbox = self._inbox
+        if inbox.broken is not None:
+            raise inbox.broken_type(inbox.broken)
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        if _exiting:
+            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+
+    def map(self, fn: Callable[..., R], *iterables: Iterable[Any], timeout: float | None = None,
+            chunksize: int = 1) -> Iterator[R]:
+        """``fn(*args)`` for each args of ``zip(*iterables)``, submitted now; results in order.
+
+        As ``concurrent.futures.Executor.map``: the iterator raises a task's exception when it
+        reaches it, and ``TimeoutError`` when a result is not there ``timeout`` seconds after the
+        call. On processes, ``chunksize`` calls travel as one task (as ``ProcessPoolExecutor``);
+        other engines ignore it.
+
+        Raises:
+            ValueError: ``chunksize`` is less than 1.
+        """
+        if isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1:
+            raise ValueError(f"chunksize must be >= 1, got {chunksize!r}")
+        if chunksize == 1 or not self._pickled:
+            return super().map(fn, *iterables, timeout=timeout)
+        blocks = super().map(functools.partial(_process_chunk, fn), _chunks(iterables, chunksize), timeout=timeout)
+        return _flatten(blocks)
 
     def statistics(self) -> RunStatistics | None:
         """The counters of the run behind this executor (None before the first submit)."""
@@ -142,15 +605,21 @@ class Executor(concurrent.futures.Executor):
 
         Args:
             wait: block until every task already started or queued has ended (default True).
-            cancel_futures: cancel the futures of tasks not yet handed to a worker (default False).
+            cancel_futures: cancel the futures of the tasks that have not started (default False).
         """
-        with self._inbox.lock:
+        inbox = self._inbox
+        waiting: list[_Future] = []
+        handed_out: list[_Future] = []
+        with inbox.lock:
             self._shutdown = True
-            self._inbox.closed = True
+            inbox.closed = True
             if cancel_futures:
-                while self._inbox.waiting:
-                    future, _ = self._inbox.waiting.popleft()
-                    future.cancel()
+                waiting = [future for future, _ in inbox.waiting]
+                inbox.waiting.clear()
+                handed_out = list(inbox.futures.values())
+        # Only what has not started (a running task goes on, even with cancel_running).
+        for future in waiting + handed_out:
+            _Future.cancel(future)
         run = self._run
         if run is not None:
             run.wake()
@@ -162,12 +631,13 @@ class Executor(concurrent.futures.Executor):
         with self._start_lock:
             if self._run is None:
                 is_async = isinstance(self._mode, Async)
-                self._run = Run(
-                    _acall if is_async else _call,
+                fn = _call_pickled if self._pickled else _acall if is_async else _call
+                run: Run[Outcome[Any]] = Run(
+                    fn,
                     self._inbox,
                     backend=get_backend(self._mode, self._workers),
                     name="Executor.submit",
-                    chunksize=1 if is_async else self._chunksize,  # validate(): 1 with a timeout
+                    chunksize=1,  # each submit is one task, started as soon as a worker is free
                     ordered=False,
                     timeout=self._timeout,
                     retries=self._retries,
@@ -180,38 +650,15 @@ class Executor(concurrent.futures.Executor):
                     context=_context() if isinstance(self._mode, Threads | Async) else None,
                     listener=make_listener(self._progress, "Executor", self._mode.name, self._workers, None),
                 )
-                self._driver = threading.Thread(target=self._drive, name="taskloom-executor", daemon=True)
-                self._driver.start()
+                with self._inbox.lock:
+                    self._inbox.run = run
+                driver = threading.Thread(target=_drive, args=(run, self._inbox), name="taskloom-executor",
+                                          daemon=True)
+                with _live_lock:
+                    _live[self._inbox] = driver
+                self._run, self._driver = run, driver
+                driver.start()
             return self._run
-
-    def _drive(self) -> None:
-        run = self._run
-        assert run is not None
-        inbox = self._inbox
-        try:
-            for outcome in run:
-                with inbox.lock:
-                    future = inbox.futures.pop(outcome.index)
-                if outcome.error is None:
-                    future.set_result(outcome.value)
-                else:
-                    future.set_exception(_own_exception(outcome.error))
-        except BaseException as exc:  # the run itself failed: no future may be left hanging
-            with inbox.lock:
-                pending = list(inbox.futures.values()) + [f for f, _ in inbox.waiting]
-                inbox.futures.clear()
-                inbox.waiting.clear()
-            for future in pending:
-                if not future.done():
-                    future.set_exception(exc)
-
-
-def _own_exception(error: TaskError) -> BaseException:
-    """The task's own exception (its cause), as concurrent.futures users expect."""
-    cause = error.__cause__
-    if cause is not None and type(error) is TaskError:
-        return cause
-    return error
 
 
 def _context() -> Any:

@@ -6,7 +6,6 @@ engine live on its object (``Processes(max_tasks_per_worker=...)``), not on ever
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import sys
 from collections.abc import Callable
@@ -54,13 +53,26 @@ class Threads:
     Args:
         idle_timeout: seconds after which an idle pool thread exits (default 60.0); the next task
             starts a new one.
+        initializer: called once in each pool thread before its first task, with ``initargs``
+            (as ``ThreadPoolExecutor(initializer=)``). If it raises, the tasks waiting for the pool
+            fail (a ``taskloom.Executor`` becomes broken: ``BrokenThreadPool``), and the exception
+            is logged at CRITICAL on the ``concurrent.futures`` logger, as the stdlib does.
+        initargs: arguments for ``initializer``.
+
+    Raises:
+        ValueError, TypeError: an ``idle_timeout`` that is not a number > 0, or an initializer
+            that is not callable.
     """
 
     idle_timeout: float = 60.0
+    initializer: Callable[..., Any] | None = None
+    initargs: tuple[Any, ...] = ()
     name: Literal["threads"] = field(default="threads", init=False, repr=False)
 
     def __post_init__(self) -> None:
         _check_idle_timeout(self.idle_timeout)
+        if self.initializer is not None and not callable(self.initializer):
+            raise TypeError(f"initializer must be callable, got {self.initializer!r}")
 
     def default_workers(self) -> int:
         """The worker count a call gets without ``workers=``: ``min(32, usable CPUs + 4)``."""
@@ -71,7 +83,9 @@ def _default_start_method() -> str:
     # fork is fast but unsafe once threads exist (and taskloom's own pool has a manager thread):
     # a child can inherit a lock held by another thread and hang. Python 3.14 made forkserver the
     # default on Linux for this reason; we do the same on every POSIX system that has it, and
-    # preload our worker module into the server so that each worker starts in milliseconds.
+    # start workers from taskloom's own fork server, which never runs the caller's __main__.
+    import multiprocessing
+
     methods = multiprocessing.get_all_start_methods()
     if sys.platform != "darwin" and "forkserver" in methods:
         return "forkserver"
@@ -83,9 +97,10 @@ class Processes:
     """Run tasks on taskloom's own warm process pool: for pure-Python CPU work.
 
     Same as ``mode="processes"`` with the defaults. The function, items and results travel
-    pickled (cloudpickle for the function, so lambdas and closures work); scripts need the
-    ``if __name__ == "__main__":`` guard, since workers import the main module. A task past its
-    ``timeout`` has its worker terminated and replaced.
+    pickled (cloudpickle for the function, so lambdas and closures work). Workers never run
+    your ``__main__``: what it defines (functions, classes, globals a task reads) travels by value,
+    so a script needs no ``if __name__ == "__main__":`` guard. A task past its ``timeout`` has its
+    worker terminated and replaced.
 
     Example::
 
@@ -93,8 +108,11 @@ class Processes:
                                                           initializer=load_model))
 
     Args:
-        start_method: ``"forkserver"`` (the default on POSIX systems other than macOS), ``"spawn"``
-            (the default on macOS and Windows) or ``"fork"``.
+        start_method: ``"forkserver"`` (the default on POSIX systems other than macOS: taskloom's
+            own fork server, started once, with only the worker module loaded), ``"spawn"`` (the
+            default on macOS and Windows; each worker imports your main module again, so a script
+            needs the ``__main__`` guard) or ``"fork"`` (multiprocessing's: fast, but unsafe
+            once the parent has threads).
         max_tasks_per_worker: recycle a worker after this many tasks (leaky libraries); None
             (the default): never.
         max_memory: recycle a worker whose RSS is over this after a task: bytes, or a string such
@@ -123,6 +141,8 @@ class Processes:
     name: Literal["processes"] = field(default="processes", init=False, repr=False)
 
     def __post_init__(self) -> None:
+        import multiprocessing
+
         methods = multiprocessing.get_all_start_methods()
         if self.start_method is not None and self.start_method not in methods:
             raise ValueError(

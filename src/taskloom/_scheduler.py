@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 from ._backends._base import Backend, Batch, Done, Event, ItemError, Job, Lost, Started
 from ._errors import (
@@ -38,11 +38,13 @@ from ._errors import (
     SerializationError,
     TaskError,
     TaskTimeout,
-    WorkerCrashed,
     short_repr,
 )
 from ._outcome import Outcome
 from ._stats import Recorder, RunStatistics
+
+if TYPE_CHECKING:
+    from ._errors_process import WorkerCrashed
 
 __all__ = ["Run"]
 
@@ -316,6 +318,55 @@ class Run(Generic[T]):
     def window(self) -> int:
         """Groups of consecutive items (batches) this run keeps in flight at most: ``workers x prefetch``."""
         return self._window
+
+    def _cancel_task(self, index: int) -> bool:
+        """Stop the task at input position ``index`` wherever it is; False if it already ended.
+
+        Plumbing for ``Executor(cancel_running=True)``: the task's batch must hold that one item
+        (the Executor's do). The backend is told as for a cancelled run (processes: the worker
+        running it is killed and replaced); the item ends as failed, and nothing more of it is
+        handed out than that Outcome.
+        """
+        with self._lock:
+            if self._done:
+                return False
+            found: tuple[_Group, int] | None = None
+            for batch_id, flight in self._flights.items():
+                group = flight.group
+                positions = flight.positions if flight.positions is not None else range(len(group.items))
+                if len(positions) == 1 and group.start + positions[0] == index:
+                    del self._flights[batch_id]
+                    flight.backend.cancel([flight.batch])
+                    found = group, positions[0]
+                    break
+            else:
+                for entry in self._deferred:  # waiting for a retry's backoff
+                    group, positions = entry[2], entry[3]
+                    if len(positions) == 1 and group.start + positions[0] == index:
+                        self._deferred.remove(entry)
+                        heapq.heapify(self._deferred)
+                        found = group, positions[0]
+                        break
+            if found is None:
+                return False
+            group, pos = found
+            self._final_failure(group, pos, TaskError(
+                f"task {index} ({self._job.name}) was cancelled while it ran", index=index,
+                item_repr=short_repr(group.items[pos]), attempts=group.attempts.get(pos, 1), stage=self._job.name,
+            ), 0.0)
+            self._deliver(group)
+        self._sink.put(_Wake())
+        return True
+
+    def _fill_now(self) -> None:
+        """Hand out what a PushSource holds now, in the calling thread (``Executor.submit``).
+
+        So a submitted task reaches a free worker before ``submit`` returns, instead of when the
+        consumer next wakes. Call ``wake()`` after it: the consumer's timers may have changed.
+        """
+        with self._lock:
+            if not self._done and isinstance(self._source, PushSource):
+                self._fill()
 
     def wake(self) -> None:
         """Make the consumer look at its input again (a PushSource got items).
@@ -640,8 +691,9 @@ class Run(Generic[T]):
                 self._final_failure(group, pos, error, 0.0)
             elif event.reason in ("item", "result"):
                 what = "argument" if event.reason == "item" else "result"
+                detail = event.detail.removeprefix(f"the {event.reason} ")  # not "the result the result"
                 err = SerializationError(
-                    f"task {group.start + pos} of {self._job.name}: the {what} {event.detail}",
+                    f"task {group.start + pos} of {self._job.name}: the {what} {detail}",
                     what=event.reason, index=group.start + pos,
                     item_repr=short_repr(group.items[pos]), attempts=group.attempts.get(pos, 1),
                     stage=self._job.name,
@@ -653,6 +705,9 @@ class Run(Generic[T]):
                     index=group.start + pos, item_repr=short_repr(group.items[pos]),
                     attempts=group.attempts.get(pos, 1), stage=self._job.name,
                 )
+                # The cause is the stdlib's word for it, which an Executor's future raises.
+                err2.__cause__ = broken_pool_error(self.mode, event.detail)
+                err2._pool_broken = True
                 self._final_failure(group, pos, err2, 0.0)
 
     def _maybe_switch(self, per_item: float) -> None:
@@ -772,6 +827,8 @@ class Run(Generic[T]):
     def _crash_error(
         self, group: _Group, pos: int, event: Lost, history: list[tuple[int, int | None]]
     ) -> WorkerCrashed:
+        from ._errors_process import WorkerCrashed  # also a BrokenProcessPool: imported when needed
+
         index = group.start + pos
         runs = "; ".join(f"pid {pid}: {_exit_text(code)}" if pid else "a remote worker" for pid, code in history)
         return WorkerCrashed(
@@ -835,6 +892,16 @@ class Run(Generic[T]):
             self._ready.append(block)
         elif not group.errors:
             self._ready.append(group.values)
+
+
+def broken_pool_error(mode: str, detail: str) -> BaseException:
+    """The stdlib's exception for a pool that can run nothing: what an Executor's future raises."""
+    from concurrent.futures import BrokenExecutor
+    from concurrent.futures.process import BrokenProcessPool
+    from concurrent.futures.thread import BrokenThreadPool
+
+    cls = {"processes": BrokenProcessPool, "threads": BrokenThreadPool}.get(mode, BrokenExecutor)
+    return cls(detail)
 
 
 def _exit_text(code: int | None) -> str:

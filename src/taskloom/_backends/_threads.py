@@ -4,6 +4,10 @@ Threads start on demand (up to ``workers``), take batches from one queue, run ea
 the submitting caller's ``contextvars`` context, and exit after ``idle_timeout`` idle seconds.
 A thread cannot be killed: ``abort`` (a deadline passed) abandons the thread - it runs on, its
 result is ignored by the scheduler - and starts a replacement so the pool keeps its capacity.
+With ``Threads(initializer=)`` each thread calls it before its first batch; when it raises, the
+thread reports every batch waiting in the queue as ``Lost(..., "broken", ...)`` (what the process
+pool does when a worker's initializer fails) and exits. An idle thread holds no reference to the
+last batch it ran, its function or its results (a long-lived pool must not keep them alive).
 
 Pool threads are daemon threads, so a task that never returns cannot hang the interpreter's
 exit. But a task still running then - abandoned by a failed or cancelled run - must not be
@@ -14,16 +18,21 @@ stdlib's thread pool does (the exit hook in ``_pools`` calls it), except tasks p
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import os
 import queue
 import sys
 import threading
 import time
+import traceback
+from collections.abc import Callable
 from itertools import count
+from typing import Any
 
 from .._system import EXIT_NOTICE
-from ._base import Backend, Batch, Done, Started, enter_depth, run_items
+from ._base import Backend, Batch, Done, Lost, Started, enter_depth, run_items
 
 _names = count(1)
 
@@ -73,10 +82,13 @@ class ThreadBackend(Backend):
     name = "threads"
     prefetch = 2
 
-    def __init__(self, workers: int, idle_timeout: float = 60.0, depth: int = 0) -> None:
+    def __init__(self, workers: int, idle_timeout: float = 60.0, depth: int = 0,
+                 initializer: Callable[..., Any] | None = None, initargs: tuple[Any, ...] = ()) -> None:
         self.workers = workers
         self._depth = depth
         self._idle_timeout = idle_timeout
+        self._initializer = initializer
+        self._initargs = initargs
         self._queue: queue.SimpleQueue[Batch | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._threads: set[threading.Thread] = set()
@@ -93,8 +105,14 @@ class ThreadBackend(Backend):
             self._queue.put(batch)
             if self._idle > 0:
                 self._idle -= 1  # that idle thread will take this batch
-            elif len(self._threads) < self.workers + self._extra:
-                self._start_thread()
+                return
+            if len(self._threads) >= self.workers + self._extra:
+                return
+            thread = self._new_thread()
+        # Started outside the lock: the new thread takes the batch at once instead of waiting
+        # for this lock (so a task submitted now is running when submit returns, as with
+        # ThreadPoolExecutor, and cancel() sees it running).
+        thread.start()
 
     def abort(self, batch: Batch) -> None:
         batch.cancelled = True
@@ -118,19 +136,26 @@ class ThreadBackend(Backend):
         # Threads running a task cannot be interrupted; they are daemon threads and exit when
         # their task returns. Wait a moment for the idle ones so shutdown is tidy.
         for thread in threads:
-            thread.join(timeout=0.1)
+            with contextlib.suppress(RuntimeError):  # one that submit() has not started yet
+                thread.join(timeout=0.1)
 
     # -- workers ----------------------------------------------------------------------------
     def _start_thread(self) -> None:
+        self._new_thread().start()
+
+    def _new_thread(self) -> threading.Thread:
+        """A pool thread, counted in the pool (call with the lock held), not started yet."""
         thread = threading.Thread(target=self._work, name=f"taskloom-thread-{next(_names)}", daemon=True)
         self._threads.add(thread)
-        thread.start()
+        return thread
 
     def _work(self) -> None:
         me = threading.current_thread()
         name = me.name
         enter_depth(self._depth)
         try:
+            if self._initializer is not None and not self._initialize():
+                return
             while True:
                 try:
                     batch = self._queue.get(timeout=self._idle_timeout)
@@ -143,6 +168,7 @@ class ThreadBackend(Backend):
                 if batch is None:
                     return
                 if batch.cancelled:
+                    del batch
                     self._mark_idle()
                     continue
                 with self._lock:
@@ -161,6 +187,9 @@ class ThreadBackend(Backend):
                     ctx = batch.job.context
                     values, errors, durations, elapsed = ctx.copy().run(call) if ctx is not None else call()
                     batch.sink.put(Done(batch.id, values, errors, durations, elapsed, name))
+                    # Nothing of this batch may stay referenced while the thread waits for the next:
+                    # not its items or function (the caller's objects), not its results.
+                    del call, ctx, values, errors, durations
                 finally:
                     with _running_lock:
                         _running_anywhere.pop(me, None)
@@ -170,12 +199,38 @@ class ThreadBackend(Backend):
                         if abandoned:
                             # This thread was replaced when its batch timed out: it leaves.
                             self._extra -= 1
+                    del batch
                 if abandoned:
                     return
                 self._mark_idle()
         finally:
             with self._lock:
                 self._threads.discard(me)
+
+    def _initialize(self) -> bool:
+        """Run ``Threads(initializer=)`` in this new thread; on failure fail what waits, and say so."""
+        assert self._initializer is not None
+        try:
+            self._initializer(*self._initargs)
+            return True
+        except BaseException:
+            detail = traceback.format_exc()
+            # Where ThreadPoolExecutor reports it, so handlers set up for the stdlib see it too.
+            logging.getLogger("concurrent.futures").critical("Exception in initializer:", exc_info=True)
+        stops = 0
+        while True:
+            try:
+                batch = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if batch is None:
+                stops += 1  # close() asked a thread to stop: leave that for the others
+                continue
+            batch.sink.put(Lost(batch.id, "broken",
+                                "the thread pool's initializer raised, so no thread could start:\n" + detail))
+        for _ in range(stops):
+            self._queue.put(None)
+        return False
 
     def _mark_idle(self) -> None:
         with self._lock:
