@@ -39,15 +39,28 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures._base import CANCELLED, PENDING, RUNNING
+from concurrent.futures._base import CANCELLED, RUNNING
 from concurrent.futures.process import BrokenProcessPool
 from concurrent.futures.thread import BrokenThreadPool
 from typing import Any, ParamSpec, TypeVar
 
 from ._api import parse_rate, validate
 from ._backends._mainpickle import dumps as dumps_for_worker
-from ._backends._worker import dumps
 from ._errors import SerializationError, TaskError, short_repr
+from ._executor_tasks import (
+    SKIPPED,
+    AnyFuture,
+    Pickled,
+    Task,
+    acall,
+    add_note,
+    call,
+    call_pickled,
+    call_repr,
+    notify_cancelled,
+    process_chunk,
+    start,
+)
 from ._modes import Async, Dask, ModeLike, Processes, Threads, parse_mode
 from ._outcome import Outcome
 from ._pools import get_backend
@@ -61,82 +74,9 @@ __all__ = ["Executor"]
 P = ParamSpec("P")
 R = TypeVar("R")
 
-AnyFuture = concurrent.futures.Future[Any]
 
-
-# -- tasks ----------------------------------------------------------------------------------------------
-def _call_repr(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-    """``f(1, 'x', key=2)``, bounded: how a task is named in errors and statistics."""
-    name = getattr(fn, "__qualname__", None) or short_repr(fn, 40)
-    parts = [short_repr(a, 40) for a in args[:4]] + [f"{k}={short_repr(v, 30)}" for k, v in list(kwargs.items())[:3]]
-    if len(args) > 4 or len(kwargs) > 3:
-        parts.append("...")
-    return f"{name}({', '.join(parts)})"
-
-
-class _Task:
-    """A call run where the executor is (threads, asyncio, sequential, Dask), with its future.
-
-    The future turns RUNNING when the call starts, not before (``_start``).
-    """
-
-    __slots__ = ("args", "fn", "future", "kwargs")
-
-    def __init__(self, future: AnyFuture | None, fn: Callable[..., Any], args: tuple[Any, ...],
-                 kwargs: dict[str, Any]) -> None:
-        self.future = future
-        self.fn = fn
-        self.args = args
-        self.kwargs = kwargs
-
-    def __repr__(self) -> str:
-        return _call_repr(self.fn, self.args, self.kwargs)
-
-    def __reduce__(self) -> Any:  # to a Dask worker: without the future, which stays here
-        return _Task, (None, self.fn, self.args, self.kwargs)
-
-
-class _Pickled:
-    """A call for a worker process: ``(fn, args, kwargs)`` pickled in ``submit``."""
-
-    __slots__ = ("blob", "label")
-
-    def __init__(self, blob: bytes, label: str = "") -> None:
-        self.blob = blob
-        self.label = label
-
-    def __repr__(self) -> str:
-        return self.label
-
-    def __reduce__(self) -> Any:  # the label is for the parent's messages only
-        return _Pickled, (self.blob,)
-
-
-#: what a thread task returns when its future was cancelled before it could start
-_SKIPPED: Any = type("_Skipped", (), {"__repr__": lambda self: "<cancelled before it started>"})()
-
-
-def _start(future: AnyFuture | None) -> bool:
-    """Mark a local task's future RUNNING as it starts; False if it was cancelled meanwhile."""
-    if future is None:
-        return True
-    with future._condition:
-        if future._state == PENDING:
-            return future.set_running_or_notify_cancel()
-        if future._state == RUNNING:
-            return True  # a retry: it was running already
-    _notify_cancelled(future)
-    return False
-
-
-def _notify_cancelled(future: AnyFuture) -> None:
-    """Tell ``wait()``/``as_completed()`` about a cancelled future (what the stdlib's worker does)."""
-    with future._condition:
-        if future._state == CANCELLED:
-            future.set_running_or_notify_cancel()  # CANCELLED -> CANCELLED_AND_NOTIFIED; returns False
-
-
-def _pickle_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Pickled | BaseException:
+# -- the call, pickled for a worker process --------------------------------------------------------
+def _pickle_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Pickled | BaseException:
     """The call pickled for a worker process, or the exception pickle raised (with a note).
 
     Returned, not raised: a future holding it would otherwise hold the caller's frame through the
@@ -144,9 +84,9 @@ def _pickle_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str
     """
     try:
         # What __main__ defines travels by value: a worker may have no copy of the script.
-        return _Pickled(dumps_for_worker((fn, args, kwargs)), _call_repr(fn, args, kwargs))
+        return Pickled(dumps_for_worker((fn, args, kwargs)), call_repr(fn, args, kwargs))
     except Exception as exc:
-        add_note(exc, f"taskloom: {_call_repr(fn, args, kwargs)} could not be pickled to send it to a worker "
+        add_note(exc, f"taskloom: {call_repr(fn, args, kwargs)} could not be pickled to send it to a worker "
                       "process")
         return exc
 
@@ -164,43 +104,6 @@ def _unpickle_result(data: bytes) -> tuple[Any, BaseException | None]:
         return None, exc
 
 
-def _call(task: _Task) -> Any:
-    if not _start(task.future):
-        return _SKIPPED
-    return task.fn(*task.args, **task.kwargs)
-
-
-async def _acall(task: _Task) -> Any:
-    if not _start(task.future):
-        return _SKIPPED
-    return await task.fn(*task.args, **task.kwargs)
-
-
-def _call_pickled(task: _Pickled) -> bytes:
-    """Runs in a worker process: unpickle the call, run it, pickle its result, all inside the task,
-    so that an (un)pickling fault is this task's own error, of the type the stdlib gives."""
-    try:
-        fn, args, kwargs = pickle.loads(task.blob)
-    except BaseException as exc:  # SystemExit too: a __reduce__ may call sys.exit()
-        raise BrokenProcessPool(
-            f"the task's function or arguments could not be unpickled in the worker process: "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
-    result = fn(*args, **kwargs)
-    del fn, args, kwargs
-    try:
-        return dumps(result)
-    except BaseException as exc:
-        add_note(exc, f"taskloom: the result ({type(result).__name__}) could not be pickled to send it back to "
-                      "the parent process")
-        raise
-
-
-def _process_chunk(fn: Callable[..., Any], chunk: tuple[tuple[Any, ...], ...]) -> list[Any]:
-    """``Executor.map(chunksize=n)`` on processes: ``n`` calls as one task, as ProcessPoolExecutor does."""
-    return [fn(*args) for args in chunk]
-
-
 def _chunks(iterables: tuple[Iterable[Any], ...], size: int) -> Iterator[tuple[tuple[Any, ...], ...]]:
     it = zip(*iterables, strict=False)  # as map(): the shortest iterable ends it
     while chunk := tuple(itertools.islice(it, size)):
@@ -212,17 +115,6 @@ def _flatten(results: Iterator[list[Any]]) -> Iterator[Any]:
         block.reverse()
         while block:
             yield block.pop()  # popped: the caller's result is not held here once handed out
-
-
-def add_note(exc: BaseException, note: str) -> None:
-    """``exc.add_note(note)`` (Python 3.11+); on 3.10 the note is kept in ``__notes__`` all the same."""
-    notes = getattr(exc, "__notes__", None)
-    if notes is None:
-        notes = []
-        with contextlib.suppress(AttributeError, TypeError):  # a class that refuses new attributes
-            exc.__notes__ = notes  # type: ignore[attr-defined]
-    with contextlib.suppress(AttributeError):
-        notes.append(note)
 
 
 # -- the inbox: submitted, taken, settled ----------------------------------------------------------------
@@ -248,10 +140,10 @@ class _Inbox(PushSource):
             while self.waiting and len(out) < n:
                 future, task = self.waiting.popleft()
                 if self.start_on_take:
-                    if not _start(future):
+                    if not start(future):
                         continue  # cancelled before it was handed out
                 elif future.cancelled():
-                    _notify_cancelled(future)
+                    notify_cancelled(future)
                     continue
                 index = self.next_index
                 self.next_index += 1
@@ -295,7 +187,7 @@ class _Inbox(PushSource):
 def _set(future: AnyFuture, *, value: Any = None, error: BaseException | None = None) -> None:
     """Settle a future unless it was cancelled meanwhile (``cancel_running``), then only notify."""
     if future.cancelled():
-        _notify_cancelled(future)
+        notify_cancelled(future)
         return
     with contextlib.suppress(concurrent.futures.InvalidStateError):
         if error is not None:
@@ -310,11 +202,11 @@ def _settle(inbox: _Inbox, outcome: Outcome[Any]) -> None:
     error = outcome.error
     if error is None:
         value: Any = outcome.value
-        if value is _SKIPPED:
-            _notify_cancelled(future)
+        if value is SKIPPED:
+            notify_cancelled(future)
             return
-        if isinstance(outcome.item, _Pickled):
-            value, fault = _unpickle_result(value)  # the bytes _call_pickled returned
+        if isinstance(outcome.item, Pickled):
+            value, fault = _unpickle_result(value)  # the bytes call_pickled returned
             if fault is not None:
                 try:
                     _set(future, error=_unpickling_fault(outcome, fault))
@@ -381,7 +273,7 @@ class _Future(concurrent.futures.Future[Any]):
     def cancel(self) -> bool:
         if not super().cancel():
             return False
-        _notify_cancelled(self)
+        notify_cancelled(self)
         return True
 
 
@@ -405,7 +297,7 @@ class _KillableFuture(_Future):
         run = inbox.run
         if run is not None:
             run._cancel_task(index)  # the pool kills the worker running it, and replaces it
-        _notify_cancelled(self)
+        notify_cancelled(self)
         self._invoke_callbacks()  # type: ignore[attr-defined]
         return True
 
@@ -502,7 +394,7 @@ class Executor(concurrent.futures.Executor):
                  cancel_running: bool = False) -> None:
         parsed = parse_mode(mode, allow_auto=False)
         _, self._retry_on = validate(
-            _call, workers=workers, chunksize="auto", timeout=timeout, retries=retries, retry_on=retry_on,
+            call, workers=workers, chunksize="auto", timeout=timeout, retries=retries, retry_on=retry_on,
             on_error="collect", prefetch=None, ordered=False, rate=rate, backoff=backoff, progress=progress)
         if not isinstance(cancel_running, bool):
             raise TypeError(f"cancel_running must be True or False, got {cancel_running!r}")
@@ -559,7 +451,7 @@ class Executor(concurrent.futures.Executor):
             future = self._future_type()
         else:
             future = self._future_type()
-            task = _Task(future, fn, args, kwargs)
+            task = Task(future, fn, args, kwargs)
         with self._inbox.lock:
             self._check_open()
             self._inbox.waiting.append((future, task))
@@ -593,7 +485,7 @@ class Executor(concurrent.futures.Executor):
             raise ValueError(f"chunksize must be >= 1, got {chunksize!r}")
         if chunksize == 1 or not self._pickled:
             return super().map(fn, *iterables, timeout=timeout)
-        blocks = super().map(functools.partial(_process_chunk, fn), _chunks(iterables, chunksize), timeout=timeout)
+        blocks = super().map(functools.partial(process_chunk, fn), _chunks(iterables, chunksize), timeout=timeout)
         return _flatten(blocks)
 
     def statistics(self) -> RunStatistics | None:
@@ -631,7 +523,7 @@ class Executor(concurrent.futures.Executor):
         with self._start_lock:
             if self._run is None:
                 is_async = isinstance(self._mode, Async)
-                fn = _call_pickled if self._pickled else _acall if is_async else _call
+                fn = call_pickled if self._pickled else acall if is_async else call
                 run: Run[Outcome[Any]] = Run(
                     fn,
                     self._inbox,
