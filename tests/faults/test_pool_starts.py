@@ -130,3 +130,9 @@ def test_an_error_in_the_manager_thread_reaches_the_run(monkeypatch: pytest.Monk
     assert all(t.is_alive() for t in managers)
     monkeypatch.undo()
     assert consume_ok(tl.imap(tasks.square, range(4), mode="processes", workers=2)) == [0, 1, 4, 9]
+
+
+def test_auto_starts_no_process_pool_for_work_it_runs_sequentially() -> None:
+    assert tl.map(tasks.square, range(2000)) == [i * i for i in range(2000)]  # tiny tasks: the loop
+    assert [b.name for b in tl._pools.live_backends() if b.name == "processes"] == []
+    assert _forkserver.server_pid() is None

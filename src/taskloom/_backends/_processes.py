@@ -502,7 +502,9 @@ class ProcessBackend(Backend):
         return None
 
     def _on_death(self, w: _Worker) -> None:
-        w.proc.join(0)
+        # The sentinel fired, so it is exiting: wait the moment it takes to be reaped, or a
+        # multiprocessing child's exit code is not known yet ("exit status unknown").
+        w.proc.join(1.0)
         _reap_segments(w.pid)
         self._read(w)  # results it sent just before dying still count
         if w in self._workers:
