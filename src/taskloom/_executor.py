@@ -242,6 +242,15 @@ def _own_exception(error: TaskError) -> BaseException:
     return error
 
 
+def _break(run: Run[Outcome[Any]], inbox: _Inbox, exc: BaseException) -> None:
+    """The run failed (its pool was shut down under it, say): the executor can run nothing more."""
+    run.cancel()
+    broken = inbox.broken_type(f"the executor's pool failed: {type(exc).__name__}: {exc}")
+    broken.__cause__ = exc
+    inbox.break_(str(broken), broken)
+    inbox.fail_handed_out(broken)
+
+
 def _drive(run: Run[Outcome[Any]], inbox: _Inbox) -> None:
     """The driver thread: settle each future as its outcome comes. It holds no executor."""
     try:
@@ -253,11 +262,7 @@ def _drive(run: Run[Outcome[Any]], inbox: _Inbox) -> None:
             _settle(inbox, outcome)
             del outcome  # nothing of a settled task stays referenced while we wait for the next
     except BaseException as exc:  # the run itself failed: the executor can run nothing more
-        run.cancel()
-        broken = inbox.broken_type(f"the executor's run failed: {type(exc).__name__}: {exc}")
-        broken.__cause__ = exc
-        inbox.break_(str(broken), broken)
-        inbox.fail_handed_out(broken)  # not here: this frame is in the error's traceback
+        _break(run, inbox, exc)
     finally:
         with _live_lock:
             _live.pop(inbox, None)
@@ -456,7 +461,11 @@ class Executor(concurrent.futures.Executor):
             self._check_open()
             self._inbox.waiting.append((future, task))
         run = self._ensure_running()
-        run._fill_now()  # to a free worker now, as the stdlib's submit does
+        try:
+            run._fill_now()  # to a free worker now, as the stdlib's submit does
+        except Exception as exc:  # the pool refused it (taskloom.shutdown() closed it)
+            _break(run, self._inbox, exc)
+            raise self._inbox.broken_type(self._inbox.broken or str(exc)) from exc
         run.wake()
         return future
 
