@@ -174,7 +174,6 @@ class _Inbox(PushSource):
         for future in waiting:
             _set(future, error=error)
 
-
     def fail_handed_out(self, error: BaseException) -> None:
         """The run failed: what it had taken will not be settled by it."""
         with self.lock:
