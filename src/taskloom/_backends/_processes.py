@@ -100,10 +100,8 @@ class ProcessBackend(Backend):
         if self._ctx is None:
             # Here, in the caller's thread, before the pool's own thread exists: a single-threaded
             # caller can fork the server (milliseconds); otherwise it boots while the run starts.
-            try:
+            with contextlib.suppress(OSError):  # the first worker start tries again, and reports it
                 _forkserver.prestart()
-            except OSError:
-                pass  # the first worker start tries again, and reports it
 
     # -- contract (any thread) ----------------------------------------------------------------
     def prepare(self, job: Job) -> None:
