@@ -68,7 +68,7 @@ def _create(mode: Mode, workers: int, depth: int) -> Backend:
     if isinstance(mode, Threads):
         from ._backends._threads import ThreadBackend
 
-        return ThreadBackend(workers, mode.idle_timeout, depth)
+        return ThreadBackend(workers, mode.idle_timeout, depth, mode.initializer, mode.initargs)
     if isinstance(mode, Processes):
         from ._backends._processes import ProcessBackend
 
@@ -130,6 +130,9 @@ def _forget_in_child() -> None:
 
 
 def _at_exit() -> None:
+    executor = sys.modules.get("taskloom._executor")
+    if executor is not None:  # executors' pending work first, while the pools still run it
+        executor.finish_pending_at_exit()
     shutdown()
     threads = sys.modules.get("taskloom._backends._threads")
     if threads is not None:  # thread tasks still running get a grace period, not a kill mid-write

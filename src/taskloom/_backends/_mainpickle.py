@@ -95,13 +95,37 @@ def _pickler_class() -> Any:
     return _pickler
 
 
-def dumps_by_value(obj: Any) -> bytes:
-    """Pickle ``obj`` with ``__main__`` functions and classes by value (see the module docstring)."""
+def dumps_by_value(obj: Any, *, multiprocessing_reducers: bool = False) -> bytes:
+    """Pickle ``obj`` with ``__main__`` functions and classes by value (see the module docstring).
+
+    ``multiprocessing_reducers``: also use the reducers multiprocessing registers for its own
+    objects (a ``Connection`` pickles its file descriptor through ``DupFd``), for what travels to
+    a new worker as ``initargs`` (a Queue of the same context, as ``ProcessPoolExecutor`` allows).
+    """
     import io
 
     buffer = io.BytesIO()
-    _pickler_class()(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    pickler = _mp_pickler_class() if multiprocessing_reducers else _pickler_class()
+    pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
     return buffer.getvalue()
+
+
+_mp_pickler: Any = None
+
+
+def _mp_pickler_class() -> Any:
+    """MainPickler with multiprocessing's reducers (the C pickler reads ``dispatch_table`` from
+    the class when it is created, so they go on a subclass, not on an instance)."""
+    global _mp_pickler
+    if _mp_pickler is None:
+        from collections import ChainMap
+        from multiprocessing.reduction import ForkingPickler
+
+        base = _pickler_class()
+        extra: Any = ForkingPickler._extra_reducers  # type: ignore[attr-defined]
+        _mp_pickler = type("MainPicklerWithMultiprocessing", (base,),
+                           {"dispatch_table": ChainMap(extra, base.dispatch_table)})
+    return _mp_pickler
 
 
 def dumps(obj: Any) -> bytes:

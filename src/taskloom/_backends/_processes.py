@@ -156,7 +156,7 @@ class ProcessBackend(Backend):
 
         context.set_spawning_popen(collector)  # type: ignore[arg-type]  # duck-typed: DupFd only
         try:
-            return _mainpickle.dumps_by_value((cfg.initializer, cfg.initargs))
+            return _mainpickle.dumps_by_value((cfg.initializer, cfg.initargs), multiprocessing_reducers=True)
         except Exception as exc:
             raise SerializationError(
                 f"Processes(initializer={cfg.initializer!r}) could not be pickled with its initargs: "
@@ -168,7 +168,8 @@ class ProcessBackend(Backend):
 
     def _make_worker_config(self) -> W.WorkerConfig:
         cfg = self.config
-        init = self._initializer(W.FdCollector())  # fails now, in the caller, if it cannot pickle
+        # Pickled now, in the caller, so that what cannot be pickled fails at once.
+        init = self._initializer(W.FdCollector()) if self._ctx is None else self._initializer_alone()
         # Cap native thread pools (BLAS, OpenMP) to this worker's share of the CPUs, so that
         # numpy in N workers does not start N x cpus threads. A user's explicit setting wins.
         share = str(max(1, usable_cpus() // max(1, self.workers)))
@@ -178,9 +179,27 @@ class ProcessBackend(Backend):
             env[var] = os.environ.get(var, share)
         # Workers ship log records at the level the parent's root logger has now: below it the
         # parent would drop them anyway, so they need not cross the pipe.
-        return W.WorkerConfig(init, cfg.max_tasks_per_worker, parse_size(cfg.max_memory, "max_memory"),
-                              parse_size(cfg.max_result_size, "max_result_size"), env,
-                              logging.getLogger().getEffectiveLevel(), os.getpid())
+        config = W.WorkerConfig(init, cfg.max_tasks_per_worker, parse_size(cfg.max_memory, "max_memory"),
+                                parse_size(cfg.max_result_size, "max_result_size"), env,
+                                logging.getLogger().getEffectiveLevel(), os.getpid())
+        if self._ctx is not None and cfg.initializer is not None:
+            config.initargs = cfg.initargs  # passed by multiprocessing itself, as ProcessPoolExecutor does
+        config.authkey = bytes(multiprocessing.current_process().authkey)
+        return config
+
+    def _initializer_alone(self) -> bytes | None:
+        """"fork"/"spawn": the initializer pickled by value, its arguments left to multiprocessing
+        (a fork inherits them; spawn pickles them while it starts the worker, Queues included)."""
+        cfg = self.config
+        if cfg.initializer is None:
+            return None
+        try:
+            return _mainpickle.dumps_by_value(cfg.initializer)
+        except Exception as exc:
+            raise SerializationError(
+                f"Processes(initializer={cfg.initializer!r}) could not be pickled: {type(exc).__name__}: {exc}",
+                what="function",
+            ) from exc
 
     def _wake_locked(self) -> None:
         if not self._wake_pending:
@@ -300,8 +319,8 @@ class ProcessBackend(Backend):
         try:
             collector = W.FdCollector()
             config = self._worker_config
-            config.initializer = self._initializer(collector)
             if self._ctx is None:
+                config.initializer = self._initializer(collector)
                 page = os.memfd_create("taskloom-taken", os.MFD_CLOEXEC)
                 try:
                     os.ftruncate(page, W.TAKEN.size)
@@ -310,11 +329,6 @@ class ProcessBackend(Backend):
                 finally:
                     os.close(page)
             else:
-                if collector.fds and self._start_method != "fork":
-                    raise SerializationError(
-                        f"Processes(start_method={self._start_method!r}) cannot pass a multiprocessing "
-                        "Queue or Pipe in initargs: use the default start method", what="function")
-                config.fds = collector.fds
                 proc = self._ctx.Process(target=W.main, args=(child_conn, config),
                                          name="taskloom-worker", daemon=False)
                 proc.start()

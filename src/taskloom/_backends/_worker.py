@@ -78,12 +78,16 @@ class WorkerConfig:
     ) -> None:
         self.log_level = log_level  # records at or above it go to the parent's handlers
         self.parent_pid = parent_pid  # the taskloom parent (the fork server is only the OS parent)
-        self.fds: list[int] = []  # "fork" start: descriptors initargs carry, inherited as they are
         self.initializer = initializer
         self.max_tasks = max_tasks
         self.max_memory = max_memory
         self.max_result_size = max_result_size
         self.env = env
+        #: "fork"/"spawn": the initializer's arguments as they are (multiprocessing passes them:
+        #: inherited, or pickled while spawning); None: they are pickled with ``initializer``
+        self.initargs: tuple[Any, ...] | None = None
+        #: the parent's multiprocessing authkey, so a worker can talk to the parent's Managers
+        self.authkey: bytes | None = None
 
 
 class RemoteError(Exception):
@@ -253,9 +257,11 @@ def main(conn: Connection, config: WorkerConfig, taken: Any = None) -> None:
     # one traceback, not one per worker.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _mainpickle.snapshot()
-    if config.fds:
-        _inherited_fds[:] = config.fds
     os.environ.update(config.env)
+    if config.authkey is not None:
+        from multiprocessing import process
+
+        process.current_process().authkey = config.authkey
     _reseed()
     lock = threading.Lock()
 
@@ -267,9 +273,17 @@ def main(conn: Connection, config: WorkerConfig, taken: Any = None) -> None:
     _ship_logs(send, config.log_level)
     if config.initializer is not None:
         try:
-            init, initargs = pickle.loads(config.initializer)
+            if config.initargs is not None:
+                init, initargs = pickle.loads(config.initializer), config.initargs
+            else:
+                init, initargs = pickle.loads(config.initializer)
             init(*initargs)
         except BaseException:
+            # Where ProcessPoolExecutor's workers report it, so handlers set up for it see it too.
+            logging.getLogger("concurrent.futures").critical("Exception in initializer:", exc_info=True)
+            util = sys.modules.get("multiprocessing.util")
+            if util is not None:  # flush what the initializer put in multiprocessing Queues first
+                util._exit_function()
             send(OP_INIT_FAILED + traceback.format_exc().encode("utf-8", "replace"))
             sys.exit(1)
     send(OP_READY + Q.pack(os.getpid()))
