@@ -173,3 +173,18 @@ def test_wrong_types_raise_type_error() -> None:
         tl.map(helpers.square, [1], mode="threads", retry_on=42)  # type: ignore[call-overload]
     with pytest.raises(TypeError, match="mode"):
         tl.map(helpers.square, [1], mode=42)  # type: ignore[call-overload]
+
+
+@pytest.mark.smoke
+def test_import_taskloom_does_not_import_joblib() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, taskloom; taskloom.Executor; taskloom.Processes; "
+            "assert 'joblib' not in sys.modules, 'import taskloom imported joblib'; "
+            "assert 'taskloom.joblib' not in sys.modules; "
+            "import taskloom.joblib; assert 'joblib' in sys.modules; "
+            "taskloom.joblib.register(); import joblib; "
+            "assert joblib.parallel.BACKENDS['taskloom'] is taskloom.joblib.TaskloomBackend")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
