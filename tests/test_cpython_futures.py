@@ -148,13 +148,17 @@ SUITE: dict[str, type[unittest.TestCase]] = _build(cft) if cft is not None else 
 globals().update(SUITE)
 
 
-def test_future_api() -> None:
+def test_future_api(monkeypatch: pytest.MonkeyPatch) -> None:
     """CPython's FutureTests (the Future class itself, no executor), run by unittest's runner.
 
     Two of them read what ``logging``'s last-resort handler writes to stderr, as under CPython's
     own runner; pytest's log capture puts a handler on the root logger, so it is set aside here.
+    The runner would also run the module's ``setUpModule``, whose cleanup is CPython's housekeeping
+    for a process that runs only its tests: it stops multiprocessing's resource tracker, which
+    waits for every process holding the tracker's pipe (the session's Dask cluster): a hang here.
     """
     assert cft is not None, LOAD_ERROR
+    monkeypatch.setattr(cft, "setUpModule", lambda: None)
     suite = unittest.TestLoader().loadTestsFromTestCase(cft.FutureTests)
     root = logging.getLogger()
     handlers = root.handlers[:]
