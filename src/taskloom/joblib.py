@@ -16,8 +16,11 @@ worker recycling by memory, a progress bar, and no worker left behind on Ctrl-C.
 
 How the work is cut:
 
-* joblib's own auto-batching stays (it targets 0.2-2 s per batch from the dispatch-to-result time
-  it measures, and sklearn's dispatch pattern is the one loky gets), except with ``timeout``: then
+* joblib still cuts the input into batches, but the backend sizes them (``compute_batch_size``)
+  by taskloom's rule: about 50 ms of work per batch, from the time per call measured in the
+  worker, growing at most 10x a step. joblib's own rule doubles the size from the dispatch-to-result
+  time seen by the parent, aiming at 0.2 s; measured side by side (``benchmarks/joblib_backend.py
+  --sizing joblib``), taskloom's is faster on tiny calls and even on searches. With ``timeout``
   every joblib call is its own task, so the limit is per fit, not per batch of fits.
 * A batch of several calls lost to a crash is re-sent once whole (``crash_retries``), then call by
   call, so only the call that keeps crashing fails, and its error names it.
@@ -62,7 +65,7 @@ _JOBLIB_OWN = frozenset({"max_nbytes", "temp_folder", "mmap_mode", "verbose", "c
 _TARGET_BATCH_SECONDS = 0.05
 _MAX_GROWTH = 10
 _MAX_BATCH = 65_536
-_SIZING = "taskloom"
+_SIZING = "taskloom"  # "joblib": joblib's AutoBatchingMixin instead (benchmarks/joblib_backend.py --sizing)
 _OPTIONS = ("mode", "timeout", "retries", "crash_retries", "max_memory", "progress", "killed_fits")
 
 
