@@ -395,6 +395,24 @@ def test_a_task_exception_is_raised_as_itself() -> None:
     assert "in boom" in str(cause)
 
 
+def test_an_argument_that_cannot_be_pickled_is_raised() -> None:
+    lock = threading.Lock()
+    with joblib.parallel_config(backend="taskloom", n_jobs=2), pytest.raises(TypeError, match="pickle"):
+        joblib.Parallel()(joblib.delayed(jt.pid)(lock) for _ in range(3))
+
+
+def test_taskloom_shutdown_under_a_running_call_raises_instead_of_hanging(tmp_path: Path) -> None:
+    from concurrent.futures.process import BrokenProcessPool
+
+    with joblib.parallel_config(backend="taskloom", n_jobs=2):
+        gen = joblib.Parallel(return_as="generator", batch_size=1)(
+            joblib.delayed(jt.hang_if)(True, str(tmp_path), i) for i in range(6))
+        _wait_for_files(tmp_path, 2)
+        taskloom.shutdown()  # the pool goes away under the two hung calls
+        with pytest.raises(BrokenProcessPool):
+            list(gen)
+
+
 def test_max_memory_recycles_workers_after_each_task() -> None:
     with joblib.parallel_config(backend="taskloom", n_jobs=2, max_memory="1KiB"):
         pids = joblib.Parallel(batch_size=1)(joblib.delayed(jt.pid)(i) for i in range(6))

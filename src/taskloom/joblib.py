@@ -285,14 +285,17 @@ class TaskloomBackend(AutoBatchingMixin, joblib.ParallelBackendBase):  # type: i
             future.cancel()
             future.set_running_or_notify_cancel()
             return future
-        if run.pickled:
-            try:
+        try:
+            if run.pickled:
                 fn = _Packed(cloudpickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL), fn.__qualname__)
-            except Exception as exc:  # what loky's future would raise too: the task's own error
-                future = concurrent.futures.Future()
-                future.set_exception(exc)
-                return future
-        future = executor.submit(fn, *args, **kwargs)
+            future = executor.submit(fn, *args, **kwargs)
+        except Exception as exc:
+            # An argument that cannot be pickled (loky's future raises that too), or a pool that
+            # taskloom.shutdown() closed: this batch fails with it. Raised here instead, in the
+            # executor's thread (joblib dispatches from there), nothing would tell joblib.
+            future = concurrent.futures.Future()
+            future.set_exception(exc)
+            return future
         with self._lock:
             self._live.add(future)
         return future
@@ -368,7 +371,10 @@ def _auto_hint(options: _Options, prefer: str | None, require: str | None) -> st
 
 def _advised_mode(batch: Any, n_tasks: int | None) -> str:
     """mode="auto": run the first batch here (once more later, on the chosen engine) and ask advise."""
-    advice = taskloom.advise(_run_batch, [batch], budget=0.1, total=n_tasks)
+    try:
+        advice = taskloom.advise(_run_batch, [batch], budget=0.1, total=n_tasks)
+    except Exception:  # the batch raised here: it will again on processes, where it is reported
+        return "processes"
     return advice.mode if advice.mode in ("sequential", "threads", "processes") else "processes"
 
 
