@@ -58,7 +58,8 @@ class CrashingTree(_Tree):
 
 
 class HangingTree(_Tree):
-    """A fit with ``hang=True`` never returns; each fit first writes a file in ``started_dir``."""
+    """A fit with ``hang=True`` never returns; each fit first writes ``started_dir/{hang|fit}-<pid>-...``
+    holding its pid."""
 
     def __init__(self, hang: bool = False, started_dir: str = "", max_depth: int | None = None) -> None:
         self.hang = hang
@@ -67,6 +68,7 @@ class HangingTree(_Tree):
 
     def _before_fit(self) -> None:
         if self.started_dir:
-            Path(self.started_dir, f"{os.getpid()}-{threading.get_ident()}-{id(self)}").write_text(str(os.getpid()))
+            name = f"{'hang' if self.hang else 'fit'}-{os.getpid()}-{threading.get_ident()}-{id(self)}"
+            Path(self.started_dir, name).write_text(str(os.getpid()))
         if self.hang:
             threading.Event().wait()

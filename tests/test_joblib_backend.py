@@ -219,7 +219,9 @@ def test_a_hung_fit_is_killed_and_reported_as_task_timeout(tmp_path: Path) -> No
     assert info.value.timeout == 2.0
     assert info.value.index == 3 + int(message.split("split ")[1][0]) - 1  # candidate 2 comes after 3 splits of 1
     # The hung fits' workers were killed (by the timeout or by joblib's abort), not left running.
-    hung = {int(p.read_text()) for p in tmp_path.iterdir()} - {os.getpid()}
+    hung = {int(p.read_text()) for p in tmp_path.glob("hang-*")}
+    assert hung
+    assert os.getpid() not in hung
     assert poll_until(lambda: not (hung & _children()), timeout=10), "a hung worker is still alive"
 
 
@@ -255,6 +257,17 @@ def test_a_timeout_applies_to_each_call_not_to_a_batch(tmp_path: Path) -> None:
     with joblib.parallel_config(backend="taskloom", n_jobs=2, timeout=2.0), \
             pytest.raises(taskloom.TaskTimeout, match=r"^joblib task 7 \(hang_if\(True, '.*', 7\)\) ran past"):
         joblib.Parallel(batch_size=5)(joblib.delayed(jt.hang_if)(i == 7, str(tmp_path), i) for i in range(10))
+
+
+def test_joblibs_own_parallel_timeout_works_and_kills_the_hung_call(tmp_path: Path) -> None:
+    import multiprocessing
+
+    with joblib.parallel_config(backend="taskloom", n_jobs=2), pytest.raises(multiprocessing.TimeoutError):
+        joblib.Parallel(timeout=2.0, batch_size=1)(
+            joblib.delayed(jt.hang_if)(i == 1, str(tmp_path), i) for i in range(4))
+    hung = int((tmp_path / "1").read_text())
+    assert hung != os.getpid()
+    assert poll_until(lambda: hung not in _children(), timeout=10), "the hung call's worker is still alive"
 
 
 # -- Ctrl-C ---------------------------------------------------------------------------------------------------
@@ -323,8 +336,11 @@ def test_leaving_a_generator_early_kills_the_calls_still_running(tmp_path: Path,
         gen = joblib.Parallel(return_as=return_as, batch_size=1)(
             joblib.delayed(jt.hang_if)(i > 0, str(tmp_path), i) for i in range(6))
         assert next(gen) == 0
-        running = {int(p.read_text()) for p in _wait_for_files(tmp_path, 2)} - {os.getpid()}
-        assert running
+        # Both workers inside a hung call (task 0 returns; 1 and 2 start next, one per worker).
+        assert poll_until(lambda: len([p for p in tmp_path.iterdir() if p.name != "0"]) >= 2, timeout=30)
+        running = {int(p.read_text()) for p in tmp_path.iterdir() if p.name != "0"}
+        assert len(running) == 2
+        assert os.getpid() not in running
         with pytest.warns(UserWarning, match="cancelled"):
             gen.close()  # joblib aborts the call: taskloom kills the workers running hung calls
     assert poll_until(lambda: not (running & _children()), timeout=10), "a hung call's worker is still alive"
