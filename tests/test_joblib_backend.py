@@ -116,6 +116,14 @@ def test_n_jobs_follows_joblibs_conventions() -> None:
         assert joblib.Parallel().n_jobs == -1
 
 
+def test_a_managed_parallel_goes_on_after_a_failed_call() -> None:
+    with joblib.Parallel(n_jobs=2, backend="taskloom", crash_retries=0) as parallel:
+        assert parallel(joblib.delayed(jt.square)(i) for i in range(5)) == [0, 1, 4, 9, 16]
+        with pytest.raises(taskloom.WorkerCrashed, match=r"^joblib task 2 "):  # indexes count per call
+            parallel(joblib.delayed(jt.crash_if)(i == 2, i) for i in range(4))
+        assert parallel(joblib.delayed(jt.square)(i) for i in range(5)) == [0, 1, 4, 9, 16]
+
+
 def test_n_jobs_1_is_joblibs_sequential_path_in_the_caller() -> None:
     with joblib.parallel_config(backend="taskloom", n_jobs=1):
         pids = joblib.Parallel()(joblib.delayed(jt.pid)(i) for i in range(5))

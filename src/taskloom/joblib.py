@@ -190,6 +190,14 @@ class TaskloomBackend(AutoBatchingMixin, joblib.ParallelBackendBase):  # type: i
         self._executor = run.executor() if run.mode is not None else None
         return n
 
+    def start_call(self) -> None:
+        """A ``Parallel`` call starts (several per ``configure`` in ``with Parallel(...) as p``)."""
+        with self._lock:
+            self._dispatched = 0  # errors name a call by its index in this call's input
+        run, parallel = self._run, getattr(self, "parallel", None)
+        if run is not None and parallel is not None:
+            run.n_tasks = getattr(parallel, "n_tasks", None)
+
     def compute_batch_size(self) -> int:
         """How many calls joblib puts in its next batch (``Parallel(batch_size="auto")``).
 
