@@ -156,7 +156,7 @@ test: setup lint typecheck cov smoke
 # processes, threads or clocks run LOAD_ROUNDS times while one CPU-bound process per CPU runs
 # beside them (started here, stopped on any exit). A test that passes only when idle fails here.
 LOAD_TESTS ?= tests/faults tests/test_processes.py tests/test_executor.py tests/test_imap.py \
-	tests/test_pipeline.py tests/test_io.py tests/test_dask.py
+	tests/test_pipeline.py tests/test_io.py tests/test_dask.py tests/test_joblib_backend.py
 LOAD_ROUNDS ?= 2
 test-load: setup
 	cpus="$$(nproc)"
