@@ -294,8 +294,9 @@ class _Client:
                 self._sock.close()
         self._sock = None
         if self._proc is not None and self._proc.poll() is None:
-            with contextlib.suppress(OSError):
-                self._proc.wait(0.5)  # it sees EOF and exits; reap it so no zombie stays
+            # It sees EOF and exits: reap it so no zombie stays (stop() kills one that does not).
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                self._proc.wait(0.5)
         self._proc = None
 
 
