@@ -97,6 +97,8 @@ class ProcessBackend(Backend):
         self._untaken: collections.Counter[int] = collections.Counter()  # batch id -> deaths before taken
         self._thread: threading.Thread | None = None
         self._worker_config = self._make_worker_config()
+        # What a fork-server worker starts from, pickled once ("fork"/"spawn": multiprocessing's job).
+        self._payload = W.dumps(self._worker_config) if self._ctx is None else b""
         if self._ctx is None:
             # Here, in the caller's thread, before the pool's own thread exists: a single-threaded
             # caller can fork the server (milliseconds); otherwise it boots while the run starts.
@@ -147,7 +149,7 @@ class ProcessBackend(Backend):
 
     # -- helpers ------------------------------------------------------------------------------
     def _initializer(self, collector: W.FdCollector) -> bytes | None:
-        """The initializer and its arguments pickled for one worker; file descriptors they carry
+        """The initializer and its arguments, pickled once for the pool; file descriptors they carry
         (a multiprocessing Queue or Pipe) are collected to travel beside them."""
         cfg = self.config
         if cfg.initializer is None:
@@ -169,7 +171,11 @@ class ProcessBackend(Backend):
     def _make_worker_config(self) -> W.WorkerConfig:
         cfg = self.config
         # Pickled now, in the caller, so that what cannot be pickled fails at once.
-        init = self._initializer(W.FdCollector()) if self._ctx is None else self._initializer_alone()
+        collector = W.FdCollector()
+        init = self._initializer(collector) if self._ctx is None else self._initializer_alone()
+        # The descriptors initargs carry (a Queue's pipe) are the parent's own and stay open while
+        # the user's objects live: each worker the fork server starts gets them beside the payload.
+        self._init_fds = collector.fds
         # Cap native thread pools (BLAS, OpenMP) to this worker's share of the CPUs, so that
         # numpy in N workers does not start N x cpus threads. A user's explicit setting wins.
         share = str(max(1, usable_cpus() // max(1, self.workers)))
@@ -317,19 +323,16 @@ class ProcessBackend(Backend):
         parent_conn, child_conn = multiprocessing.Pipe(duplex=True)
         taken = None
         try:
-            collector = W.FdCollector()
-            config = self._worker_config
             if self._ctx is None:
-                config.initializer = self._initializer(collector)
                 page = os.memfd_create("taskloom-taken", os.MFD_CLOEXEC)
                 try:
                     os.ftruncate(page, W.TAKEN.size)
                     taken = mmap.mmap(page, W.TAKEN.size)
-                    proc: Any = _forkserver.start_worker(child_conn.fileno(), W.dumps(config), [page, *collector.fds])
+                    proc: Any = _forkserver.start_worker(child_conn.fileno(), self._payload, [page, *self._init_fds])
                 finally:
                     os.close(page)
             else:
-                proc = self._ctx.Process(target=W.main, args=(child_conn, config),
+                proc = self._ctx.Process(target=W.main, args=(child_conn, self._worker_config),
                                          name="taskloom-worker", daemon=False)
                 proc.start()
         except BaseException:
