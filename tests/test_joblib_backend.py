@@ -463,6 +463,69 @@ def test_a_mode_object_is_accepted() -> None:
     assert len(set(pids)) == 4
 
 
+# -- pickling ---------------------------------------------------------------------------------------------
+def test_a_scikit_learn_task_is_pickled_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Its warning filters say "__main__" (Python's default ones do): that once made the executor
+    # pickle the already pickled task again with cloudpickle, and again for the worker's batch.
+    from cloudpickle import cloudpickle as cp
+
+    from taskloom._backends import _mainpickle
+
+    counts = {"tasks": 0, "cloudpickle": 0, "by value": 0}
+    real_init, real_dump, real_by_value = taskloom.joblib._Packed.__init__, cp.Pickler.dump, _mainpickle.dumps_by_value
+
+    def packed(self: Any, *args: Any) -> None:
+        counts["tasks"] += 1
+        real_init(self, *args)
+
+    def dump(self: Any, obj: Any) -> Any:
+        counts["cloudpickle"] += 1
+        return real_dump(self, obj)
+
+    def by_value(obj: Any, **kwargs: Any) -> bytes:
+        counts["by value"] += 1
+        return real_by_value(obj, **kwargs)
+
+    monkeypatch.setattr(taskloom.joblib._Packed, "__init__", packed)
+    monkeypatch.setattr(cp.Pickler, "dump", dump)
+    monkeypatch.setattr(_mainpickle, "dumps_by_value", by_value)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
+        with joblib.parallel_config(backend="taskloom", n_jobs=2):
+            search = GridSearchCV(SVC(), {"C": [1.0, 10.0]}, cv=CV).fit(X, Y)
+    assert search.best_params_ in ({"C": 1.0}, {"C": 10.0})
+    assert counts["tasks"] >= 1
+    assert counts["cloudpickle"] == counts["by value"] == counts["tasks"], counts
+
+
+MAIN_DEFS = """
+_tl_joblib_db = None
+
+def _tl_joblib_connect():
+    global _tl_joblib_db
+    _tl_joblib_db = "connected"
+
+def _tl_joblib_query(i):
+    return i, _tl_joblib_db
+"""
+
+
+def test_a_main_function_sees_the_globals_of_the_initializer() -> None:
+    # As with taskloom.map: functions of the script share the worker's __main__ namespace.
+    namespace = sys.modules["__main__"].__dict__
+    exec(compile(MAIN_DEFS, "<__main__ of the test>", "exec"), namespace)
+    try:
+        mode = taskloom.Processes(initializer=namespace["_tl_joblib_connect"])
+        query = namespace["_tl_joblib_query"]
+        with joblib.parallel_config(backend="taskloom", n_jobs=2, mode=mode):
+            out = joblib.Parallel(batch_size=1)(joblib.delayed(query)(i) for i in range(4))
+        assert out == [(i, "connected") for i in range(4)]
+        assert namespace["_tl_joblib_db"] is None  # the parent's own stays as it was
+    finally:
+        for name in ("_tl_joblib_db", "_tl_joblib_connect", "_tl_joblib_query"):
+            namespace.pop(name, None)
+
+
 @pytest.mark.dask
 def test_dask_mode(dask_cluster: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TASKLOOM_DASK_ADDRESS", dask_cluster)

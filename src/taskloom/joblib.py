@@ -46,16 +46,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import cloudpickle
 import joblib
 from joblib._parallel_backends import AutoBatchingMixin, FallbackToBackend, SequentialBackend
 
 import taskloom
+from taskloom._backends import _mainpickle
 
 __all__ = ["NAME", "TaskloomBackend", "register"]
 
-#: The name the backend is registered under: ``joblib.parallel_config(backend="taskloom")``.
 NAME = "taskloom"
+"""The name ``register()`` gives the backend by default: ``joblib.parallel_config(backend="taskloom")``."""
 
 _MODES = ("processes", "threads", "auto", "dask", "sequential")
 _KILLED_FITS = ("error_score", "raise")
@@ -73,7 +73,14 @@ def register(name: str = NAME, *, make_default: bool = False) -> None:
     """Register the taskloom backend with joblib (as ``"taskloom"``). Safe to call more than once.
 
     Then ``joblib.parallel_config(backend="taskloom", n_jobs=2, timeout=60.0)`` runs every
-    ``joblib.Parallel`` inside it, scikit-learn's included, on taskloom.
+    ``joblib.Parallel`` inside it, scikit-learn's included, on taskloom. Example::
+
+        import joblib
+        import taskloom.joblib
+
+        taskloom.joblib.register()
+        with joblib.parallel_config(backend="taskloom", n_jobs=2, timeout=600.0):
+            squares = joblib.Parallel()(joblib.delayed(pow)(i, 2) for i in range(10))
 
     Args:
         name: the backend name for ``parallel_config(backend=...)``.
@@ -121,9 +128,16 @@ class TaskloomBackend(AutoBatchingMixin, joblib.ParallelBackendBase):  # type: i
         killed_fits: ``"error_score"`` (the default): a scikit-learn fit killed by ``timeout`` or
             by crashes gets the search's ``error_score`` like a fit that raised (unless that is
             ``"raise"``); ``"raise"``: the ``TaskTimeout`` / ``WorkerCrashed`` is always raised.
+        nesting_level: set by joblib: how deep in nested ``Parallel`` calls this backend runs.
+        inner_max_num_threads: joblib's; not supported by this backend (joblib refuses it), which
+            caps the native thread pools of each worker to its share of the CPUs itself.
 
     Raises:
-        ValueError, TypeError: a bad option, when ``parallel_config`` (or ``Parallel``) is called.
+        ValueError: a bad option (an unknown mode name, a ``timeout`` that is not a number of
+            seconds > 0, ``crash_retries`` or ``max_memory`` without worker processes...), when
+            ``parallel_config`` (or ``Parallel``) is called, not at the first task.
+        TypeError: a ``mode`` that is neither a name nor a taskloom mode object; an option the
+            backend does not know (raised by ``configure``, when ``Parallel`` starts).
     """
 
     default_n_jobs = -1
@@ -153,11 +167,22 @@ class TaskloomBackend(AutoBatchingMixin, joblib.ParallelBackendBase):  # type: i
     # -- joblib's contract ---------------------------------------------------------------------------
     @property
     def supports_timeout(self) -> bool:
-        """joblib's own ``Parallel(timeout=)`` works too (it raises, then ``abort_everything`` kills)."""
+        """True: joblib's own ``Parallel(timeout=)`` works too (it raises, then ``abort_everything`` kills)."""
         return True
 
     def effective_n_jobs(self, n_jobs: int | None) -> int:
-        """joblib's convention: -1 is every usable CPU, -2 all but one...; None is the default (-1)."""
+        """How many calls run at once for a given ``n_jobs``, by joblib's convention.
+
+        Args:
+            n_jobs: a positive count; -1 is every usable CPU (CPU affinity and cgroup quota
+                counted), -2 all but one, and so on; None is the default, -1.
+
+        Returns:
+            The number of workers, at least 1.
+
+        Raises:
+            ValueError: ``n_jobs`` is 0.
+        """
         if n_jobs == 0:
             raise ValueError("n_jobs == 0 in Parallel has no meaning")
         if n_jobs is None:
@@ -171,7 +196,28 @@ class TaskloomBackend(AutoBatchingMixin, joblib.ParallelBackendBase):  # type: i
 
     def configure(self, n_jobs: int | None = 1, parallel: Any = None, prefer: str | None = None,
                   require: str | None = None, **backend_kwargs: Any) -> int:
-        """Start an executor for one ``Parallel`` call; return how many calls run at once."""
+        """Start an executor for one ``Parallel`` call (joblib calls it as the call begins).
+
+        Args:
+            n_jobs: as for ``effective_n_jobs``.
+            parallel: the ``joblib.Parallel`` being run (joblib passes it).
+            prefer: joblib's soft hint, ``"threads"`` or ``"processes"``: only ``mode="auto"``
+                reads it.
+            require: joblib's hard constraint: ``"sharedmem"`` makes ``mode="auto"`` use threads.
+            **backend_kwargs: the backend options given to ``parallel_config`` or ``Parallel``
+                (``mode``, ``timeout``, ``retries``, ``crash_retries``, ``max_memory``,
+                ``progress``, ``killed_fits``: they override the ones the backend was built
+                with), and joblib's own for its backends (memmapping, ``verbose``), ignored.
+
+        Returns:
+            How many calls run at once.
+
+        Raises:
+            TypeError: an option this backend does not know.
+            ValueError: a bad option value.
+            joblib._parallel_backends.FallbackToBackend: for a single worker (``n_jobs=1``):
+                joblib then runs the calls itself, sequentially (its own signal, not an error).
+        """
         ours = {k: backend_kwargs.pop(k) for k in list(backend_kwargs) if k in _OPTIONS}
         unknown = sorted(set(backend_kwargs) - _JOBLIB_OWN)
         if unknown:
@@ -191,7 +237,10 @@ class TaskloomBackend(AutoBatchingMixin, joblib.ParallelBackendBase):  # type: i
         return n
 
     def start_call(self) -> None:
-        """A ``Parallel`` call starts (several per ``configure`` in ``with Parallel(...) as p``)."""
+        """A ``Parallel`` call starts (several per ``configure`` in ``with Parallel(...) as p``).
+
+        Errors count the calls of each ``Parallel`` call from 0 again.
+        """
         with self._lock:
             self._dispatched = 0  # errors name a call by its index in this call's input
         run, parallel = self._run, getattr(self, "parallel", None)
@@ -205,6 +254,9 @@ class TaskloomBackend(AutoBatchingMixin, joblib.ParallelBackendBase):  # type: i
         joblib's: the per-call time measured *in the worker* sets a batch of about 50 ms of work,
         growing at most 10x a step, and capped so the calls left still make 4 batches per worker
         when joblib knows how many there are.
+
+        Returns:
+            The number of calls in the next batch, at least 1.
         """
         run = self._run
         if run is not None and run.options.timeout is not None:
@@ -222,7 +274,12 @@ class TaskloomBackend(AutoBatchingMixin, joblib.ParallelBackendBase):  # type: i
         return max(1, min(size, largest * _MAX_GROWTH, cap))
 
     def batch_completed(self, batch_size: int, duration: float) -> None:
-        """joblib's dispatch-to-result time is not used: the worker's own measure is (see ``_observe``)."""
+        """joblib reports a finished batch: unused, as batches are sized from the workers' own timing.
+
+        Args:
+            batch_size: the number of calls in the batch.
+            duration: seconds from its dispatch to its result, as joblib saw them in this process.
+        """
         if _SIZING == "joblib":
             super().batch_completed(batch_size, duration)
 
@@ -235,7 +292,22 @@ class TaskloomBackend(AutoBatchingMixin, joblib.ParallelBackendBase):  # type: i
             self._largest = max(self._largest, n_calls)
 
     def submit(self, func: Any, callback: Callable[[Any], Any] | None = None) -> _Job:
-        """Send one joblib batch (a ``BatchedCalls``) to taskloom; ``callback(job)`` when it ends."""
+        """Send one joblib batch to taskloom.
+
+        A batch of several calls is one task; with ``timeout``, or after a crash of its worker,
+        each call is its own task.
+
+        Args:
+            func: the batch, joblib's ``BatchedCalls`` (any callable without arguments is run as
+                one task).
+            callback: called with the returned job once the batch has its results or its error.
+
+        Returns:
+            The job, which ``retrieve_result_callback`` reads.
+
+        Raises:
+            RuntimeError: the backend is not configured (or was terminated).
+        """
         run = self._run
         if run is None:
             raise RuntimeError("the taskloom joblib backend was not configured (or was terminated)")
@@ -256,11 +328,27 @@ class TaskloomBackend(AutoBatchingMixin, joblib.ParallelBackendBase):  # type: i
         return job
 
     def retrieve_result_callback(self, out: _Job) -> list[Any]:
-        """The batch's results in order, or its first error."""
+        """The results of a finished batch.
+
+        Args:
+            out: the job ``submit`` returned.
+
+        Returns:
+            The results of the batch's calls, in order.
+
+        Raises:
+            Exception: the batch's first error: what a call raised, or a ``TaskTimeout`` /
+                ``WorkerCrashed`` naming the joblib call.
+        """
         return out.result()
 
     def abort_everything(self, ensure_ready: bool = True) -> None:
-        """Cancel what has not started and kill what runs (processes); then a fresh executor if asked."""
+        """Cancel the calls that have not started and stop the ones running (a process task's
+        worker is killed); joblib calls it when a call failed or its ``timeout`` passed.
+
+        Args:
+            ensure_ready: start a fresh executor afterwards, for the ``Parallel`` to go on.
+        """
         with self._lock:
             live = list(self._live)
             self._live.clear()
@@ -295,7 +383,7 @@ class TaskloomBackend(AutoBatchingMixin, joblib.ParallelBackendBase):  # type: i
             return future
         try:
             if run.pickled:
-                fn = _Packed(cloudpickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL), fn.__qualname__)
+                fn = _Packed(_mainpickle.dumps_by_value(fn), fn.__qualname__)
             future = executor.submit(fn, *args, **kwargs)
         except Exception as exc:
             # An argument that cannot be pickled (loky's future raises that too), or a pool that
@@ -488,13 +576,15 @@ class _Call:
 
 
 class _Packed:
-    """A task already pickled, once, with cloudpickle (what loky does for every task).
+    """A task already pickled, once, by value (cloudpickle, as loky pickles every task).
 
-    The executor would pickle the task itself, but it first tries the C pickler and starts again
-    with cloudpickle when the bytes say ``__main__``, and a scikit-learn task always does: it
-    carries the caller's warning filters, and Python's default ones name ``__main__``. Pickling
-    it here once costs ~40% less (0.8 instead of 1.2 ms a fit on iris, 4 instead of 7 ms on
-    digits); the executor then re-pickles only this small wrapper around the bytes.
+    taskloom's own pickler for ``__main__`` functions (``_mainpickle.dumps_by_value``), not plain
+    cloudpickle: a ``__main__`` function shares the worker's ``__main__`` namespace, so it sees
+    the globals that ``mode=taskloom.Processes(initializer=...)`` set there, as with
+    ``taskloom.map``. The executor then pickles only this small wrapper around the bytes, with
+    the C pickler: the bytes say "__main__" (a scikit-learn task carries the caller's warning
+    filters, and Python's default ones name ``__main__``), but the executor's check reads the
+    wrapper's opcodes, where they are only bytes, so nothing is pickled a second time.
     """
 
     def __init__(self, blob: bytes, label: str = "") -> None:
