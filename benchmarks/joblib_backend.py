@@ -6,6 +6,9 @@ Run by hand (not a test), from the repository root::
     .venv/bin/python benchmarks/joblib_backend.py --quick        # 3 rounds
     .venv/bin/python benchmarks/joblib_backend.py --quick --docs # also write the table into docs/benchmarks.md
 
+``--docs`` rewrites only this script's section of docs/benchmarks.md (``<!-- begin: joblib_backend -->``
+to ``<!-- end: joblib_backend -->``, see ``doc_sections.py``); ``peers.py``'s section stays.
+
 What is measured (issue 20's "Benchmark"), each case in its own fresh interpreter, which times itself
 and prints its figures as JSON for this script to collect:
 
@@ -44,13 +47,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from doc_sections import DOC as DOCS
+from doc_sections import write_section
+
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"
-DOCS = ROOT / "docs" / "benchmarks.md"
 MARK = "@@joblib@@ "
 TIMEOUT = 300.0
-BEGIN = "<!-- joblib_backend.py: begin -->"
-END = "<!-- joblib_backend.py: end -->"
+SECTION = "joblib_backend"  # of docs/benchmarks.md
 
 WORKLOADS = {
     "search": "GridSearchCV on iris, 80 fits of ~1 ms",
@@ -201,8 +205,8 @@ def markdown(rows: list[dict[str, Any]], rounds: int, warm_calls: int, load: tup
     ## joblib backend: taskloom against loky
 
     Written by `python benchmarks/joblib_backend.py --docs` on {when}, in {seconds:.0f} s ({rounds} rounds,
-    {warm_calls} warm calls each); `benchmarks/peers.py` rewrites this page whole, so run this script again
-    after it. Each case runs in a fresh interpreter under `joblib.parallel_config(backend=..., n_jobs=2)`:
+    {warm_calls} warm calls each); the script rewrites only this section of the page, `benchmarks/peers.py`
+    only its own. Each case runs in a fresh interpreter under `joblib.parallel_config(backend=..., n_jobs=2)`:
     loky is joblib's default backend, taskloom is `taskloom.joblib` (processes, no timeout). "warm" is a
     call on workers that already ran one (the usual case inside a search); "cold" is the first call of
     the interpreter, which starts the workers (they import scikit-learn). Median (min) over the rounds.
@@ -211,19 +215,7 @@ def markdown(rows: list[dict[str, Any]], rounds: int, warm_calls: int, load: tup
     machine with 2 CPUs, and others run tests on it**: read differences under ~15% as noise.
 
     """
-    text = textwrap.dedent(body) + table(rows) + "\n\n" + "\n".join(verdict(rows)) + "\n"
-    return f"{BEGIN}\n{text}{END}\n"
-
-
-def write_docs(section: str) -> None:
-    text = DOCS.read_text(encoding="utf-8")
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1].lstrip("\n")
-        text = head + section + ("\n" + tail if tail else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    DOCS.write_text(text, encoding="utf-8")
+    return textwrap.dedent(body) + table(rows) + "\n\n" + "\n".join(verdict(rows)) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -233,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warm", type=int, default=3, help="warm calls per interpreter (default 3)")
     parser.add_argument("--sizing", choices=["taskloom", "joblib"], default="taskloom",
                         help="joblib: also run the backend with joblib's own auto-batching")
-    parser.add_argument("--docs", action="store_true", help="write the table into docs/benchmarks.md")
+    parser.add_argument("--docs", action="store_true", help="write the table into its section of docs/benchmarks.md")
     parser.add_argument("--json", metavar="PATH", help="also write the raw samples and the summary as JSON")
     args = parser.parse_args(argv)
     rounds = args.rounds or (3 if args.quick else 5)
@@ -248,8 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows))
     print("\n".join(verdict(rows)))
     if args.docs:
-        write_docs(markdown(rows, rounds, args.warm, (load_before, os.getloadavg()[0]), seconds))
-        print(f"wrote {DOCS.relative_to(ROOT)}")
+        write_section(SECTION, markdown(rows, rounds, args.warm, (load_before, os.getloadavg()[0]), seconds), DOCS)
+        print(f"wrote the {SECTION!r} section of {DOCS.relative_to(ROOT)}")
     if args.json:
         raw = {f"{w}|{b}": v for (w, b), v in samples.items()}
         Path(args.json).write_text(json.dumps({"rows": rows, "samples": raw}, indent=1), encoding="utf-8")
