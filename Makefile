@@ -94,7 +94,7 @@ lint: setup
 	$(VENV_BIN)/ruff check $$(for d in $(LINT_DIRS); do [[ -d "$$d" ]] && echo "$$d"; done; true)
 
 typecheck: setup
-	$(VENV_BIN)/mypy src/taskloom
+	$(VENV_BIN)/mypy src/taskloom tests/typing_checks.py
 
 # Main test run with branch coverage (settings in [tool.coverage.*]). parallel=true means each
 # process writes its own data file, hence `combine`. Any pytest failure - including exit code 5,

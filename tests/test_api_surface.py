@@ -188,3 +188,57 @@ def test_import_taskloom_does_not_import_joblib() -> None:
             "assert joblib.parallel.BACKENDS['taskloom'] is taskloom.joblib.TaskloomBackend")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+# -- the engine seam: front ends ask the mode, never which mode it is --------------------------------
+def _modules() -> dict[str, str]:
+    import pathlib
+
+    root = pathlib.Path(tl.__file__).parent
+    return {str(p.relative_to(root.parent)): p.read_text() for p in root.rglob("*.py")}
+
+
+@pytest.mark.smoke
+def test_no_module_outside_modes_and_backends_names_a_mode_class() -> None:
+    import ast
+
+    classes = {"Sequential", "Threads", "Processes", "Async", "Dask", "Auto"}
+    backends = {"SequentialBackend", "ThreadBackend", "ProcessBackend", "AsyncBackend", "DaskBackend"}
+    offenders = []
+    for path, text in _modules().items():
+        if path == "taskloom/_modes.py" or path.startswith("taskloom/_backends/"):
+            continue
+        tree = ast.parse(text)
+        foreign = {a.asname or a.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                   and not node.level and not (node.module or "").startswith("taskloom") for a in node.names}
+        for node in ast.walk(tree):
+            name = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else None
+            if name in (classes | backends) - foreign:  # joblib's own SequentialBackend is not ours
+                offenders.append(f"{path}:{node.lineno}: {name}")
+    assert not offenders, offenders
+
+
+@pytest.mark.smoke
+def test_taskloom_modules_import_each_other_without_a_circle() -> None:
+    import ast
+
+    graph: dict[str, set[str]] = {}
+    modules = _modules()
+    names = {p[:-3].replace("/", ".").removesuffix(".__init__") for p in modules}
+    for path, text in modules.items():
+        name = path[:-3].replace("/", ".").removesuffix(".__init__")
+        package = name if path.endswith("__init__.py") else name.rsplit(".", 1)[0]
+        deps = graph.setdefault(name, set())
+        for node in ast.parse(text).body:  # module level: what importing it imports
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+                deps |= {t for t in [target, *(f"{target}.{a.name}" for a in node.names)] if t in names and t != name}
+
+    def visit(node: str, path: list[str]) -> None:
+        assert node not in path, " -> ".join([*path[path.index(node):], node])
+        for dep in graph.get(node, ()):
+            visit(dep, [*path, node])
+
+    for module in graph:
+        visit(module, [])

@@ -107,7 +107,7 @@ def test_retry_on_limits_what_is_retried() -> None:
 
 
 def test_backoff_grows_and_is_capped() -> None:
-    from taskloom._scheduler import BACKOFF_MAX, backoff_delay
+    from taskloom._run._policy import BACKOFF_MAX, backoff_delay
 
     assert backoff_delay(0, 3) == 0
     for attempt in range(1, 6):

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import taskloom as tl
-from taskloom._pipeline_flow import Channel, StageError
+from taskloom._pipeline_flow import Channel, StageFailure
 from taskloom._pipeline_report import PipelineProgress
 from taskloom._pools import live_backends
 from tests import pipeline_tasks as pt
@@ -304,7 +304,7 @@ def test_collect_mode_delivers_every_item_exactly_once() -> None:
     assert {e.index for e in errors if e.stage == "plus_one_fails_on_fifties"} == {
         x for x in items if x % 3 and (10 * x) % 50 == 0}
     for e in errors:
-        assert isinstance(e, StageError)
+        assert isinstance(e, StageFailure)
         assert e.error.stage == e.stage
         assert e.error.index == e.index
         assert isinstance(e.error.__cause__, ValueError if e.stage == "tens" else KeyError)

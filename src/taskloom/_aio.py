@@ -12,16 +12,22 @@ import asyncio
 import concurrent.futures
 import functools
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
-from ._api import imap
-from ._scheduler import Run
+from ._options import OnError, Options, RunOptions
+from ._outcome import Outcome
+from ._run._open import CallerLoop, open_run
+from ._run._run import Run
 from ._stats import RunStatistics
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["AsyncRun", "aimap", "amap"]
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 class AsyncRun(AsyncIterator[Any]):
@@ -39,10 +45,12 @@ class AsyncRun(AsyncIterator[Any]):
                 ...
     """
 
-    def __init__(self, fn: Callable[..., Any], items: Iterable[Any], options: dict[str, Any]) -> None:
+    def __init__(self, fn: Callable[..., Any], items: Iterable[Any], options: Options) -> None:
         self._loop = asyncio.get_running_loop()
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="taskloom-aimap")
-        build = functools.partial(imap, fn, items, _loop=self._loop, _loop_thread=threading.get_ident(), **options)
+        # Built in a helper thread: auto mode runs its first tasks while it measures them.
+        build = functools.partial(open_run, fn, items, options,
+                                  caller_loop=CallerLoop(self._loop, threading.get_ident()))
         self._run_future: asyncio.Future[Run[Any]] = self._loop.run_in_executor(self._thread, build)
         self._run: Run[Any] | None = None
         self._block: list[Any] = []
@@ -127,7 +135,8 @@ def _cancel_when_built(future: asyncio.Future[Run[Any]]) -> None:
         future.result().cancel()
 
 
-def aimap(fn: Callable[..., Any], items: Iterable[Any], **options: Any) -> AsyncRun:
+def aimap(fn: Callable[..., Any], items: Iterable[Any], *, on_error: OnError = "raise",
+          **options: Unpack[RunOptions]) -> AsyncRun:
     """``imap`` for code inside a running event loop: ``async for r in taskloom.aimap(fn, items)``.
 
     Takes the same keyword options as ``imap``. Coroutine functions run on the caller's loop, at
@@ -139,13 +148,27 @@ def aimap(fn: Callable[..., Any], items: Iterable[Any], **options: Any) -> Async
 
     Raises:
         RuntimeError: no event loop is running in this thread.
-        ValueError, TypeError: a bad argument, when the first result is awaited.
+        ValueError, TypeError: a bad option, at once; a function the engine cannot run, when the
+            first result is awaited.
         TaskError: with on_error="raise", the first task that failed, from the ``async for``.
     """
-    return AsyncRun(fn, items, options)
+    return AsyncRun(fn, items, Options.build(fn, "aimap", on_error=on_error, **options))
 
 
-async def amap(fn: Callable[..., Any], items: Iterable[Any], **options: Any) -> list[Any]:
+@overload
+async def amap(fn: Callable[[T], Awaitable[R]], items: Iterable[T], *, on_error: Literal["raise"] = ...,
+               **options: Unpack[RunOptions]) -> list[R]: ...
+@overload
+async def amap(fn: Callable[[T], Awaitable[R]], items: Iterable[T], *, on_error: Literal["collect"],
+               **options: Unpack[RunOptions]) -> list[Outcome[R]]: ...
+@overload
+async def amap(fn: Callable[[T], R], items: Iterable[T], *, on_error: Literal["raise"] = ...,
+               **options: Unpack[RunOptions]) -> list[R]: ...
+@overload
+async def amap(fn: Callable[[T], R], items: Iterable[T], *, on_error: Literal["collect"],
+               **options: Unpack[RunOptions]) -> list[Outcome[R]]: ...
+async def amap(fn: Callable[[T], Any], items: Iterable[T], *, on_error: OnError = "raise",
+               **options: Unpack[RunOptions]) -> list[Any]:
     """``map`` for code inside a running event loop: ``results = await taskloom.amap(fn, items)``.
 
     Takes the same keyword options as ``imap`` and returns what ``map`` would: the results as a
@@ -156,4 +179,4 @@ async def amap(fn: Callable[..., Any], items: Iterable[Any], **options: Any) -> 
             async with aiohttp.ClientSession() as session:
                 pages = await taskloom.amap(functools.partial(fetch, session), urls, workers=50)
     """
-    return await AsyncRun(fn, items, options).to_list()
+    return await AsyncRun(fn, items, Options.build(fn, "amap", on_error=on_error, **options)).to_list()

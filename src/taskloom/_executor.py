@@ -27,7 +27,6 @@ Executor adapts the shape, and keeps the ``concurrent.futures`` contract (checke
 
 from __future__ import annotations
 
-import atexit
 import collections
 import concurrent.futures
 import contextlib
@@ -41,10 +40,9 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures._base import CANCELLED, RUNNING
 from concurrent.futures.process import BrokenProcessPool
-from concurrent.futures.thread import BrokenThreadPool
 from typing import Any, ParamSpec, TypeVar
 
-from ._api import parse_rate, validate
+from ._backends import _registry
 from ._backends._mainpickle import dumps as dumps_for_worker
 from ._errors import SerializationError, TaskError, short_repr
 from ._executor_tasks import (
@@ -61,11 +59,11 @@ from ._executor_tasks import (
     process_chunk,
     start,
 )
-from ._modes import Async, Dask, ModeLike, Processes, Threads, parse_mode
+from ._modes import ModeLike
+from ._options import Options
 from ._outcome import Outcome
-from ._pools import get_backend
-from ._progress import make_listener
-from ._scheduler import PushSource, Run
+from ._run._open import open_run
+from ._run._run import PushSource, Run
 from ._stats import RunStatistics
 from ._system import EXIT_NOTICE
 
@@ -315,9 +313,8 @@ _exiting = False
 def finish_pending_at_exit() -> None:
     """Finish every executor's pending work before the pools stop, as the stdlib does.
 
-    Registered when this module is imported, after ``_pools`` registered its exit hook: atexit
-    runs hooks last-in first-out, so this runs first, while the pools still work (and ``_pools``'
-    hook calls it too, first thing, in case it was registered again later). From here on
+    Joins the ``before_exit`` phase of the shutdown registry when this module is imported, so the
+    exit hook of ``_pools`` runs it first, while the pools still work. From here on
     ``submit`` raises RuntimeError. Not waited for: an exit on Ctrl-C, and a Ctrl-C during the wait
     stops it. Safe to call twice.
     """
@@ -341,7 +338,7 @@ def finish_pending_at_exit() -> None:
         thread.join()
 
 
-atexit.register(finish_pending_at_exit)
+_registry.join("before_exit", finish_pending_at_exit)
 
 
 # -- the executor ----------------------------------------------------------------------------------------
@@ -396,27 +393,23 @@ class Executor(concurrent.futures.Executor):
                  retries: int = 0, retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
                  backoff: float = 0.0, rate: float | str | None = None, progress: object = False,
                  cancel_running: bool = False) -> None:
-        parsed = parse_mode(mode, allow_auto=False)
-        _, self._retry_on = validate(
-            call, workers=workers, chunksize="auto", timeout=timeout, retries=retries, retry_on=retry_on,
-            on_error="collect", prefetch=None, ordered=False, rate=rate, backoff=backoff, progress=progress)
+        # Each submit is one task, started as soon as a worker is free (chunksize 1, unordered);
+        # every task ends as an Outcome, which the driver turns into its future's result.
+        options = Options.build(call, "Executor", mode=mode, workers=workers, chunksize=1, ordered=False,
+                                timeout=timeout, retries=retries, retry_on=retry_on, rate=rate, backoff=backoff,
+                                progress=progress, on_error="collect", allow_auto=False)
+        engine = options.mode
         if not isinstance(cancel_running, bool):
             raise TypeError(f"cancel_running must be True or False, got {cancel_running!r}")
-        if cancel_running and not isinstance(parsed, Processes):
+        if cancel_running and not engine.stops_running_tasks:
             raise ValueError(f"cancel_running=True needs mode 'processes' (only a process task can be stopped "
-                             f"while it runs), got mode {parsed.name!r}")
-        self._progress = progress
-        self._mode = parsed
-        self._workers = workers if workers is not None else parsed.default_workers()
-        self._timeout = timeout
-        self._retries = retries
-        self._backoff = float(backoff)
-        self._rate = parse_rate(rate)
-        self._pickled = isinstance(parsed, Processes)
+                             f"while it runs), got mode {engine.name!r}")
+        self._workers = workers if workers is not None else engine.default_workers()
+        self._options = options.replace(workers=self._workers)
+        self._mode = engine
+        self._pickled = engine.pickles_calls
         self._future_type: type[_Future] = _KillableFuture if cancel_running else _Future
-        broken_type = (BrokenProcessPool if isinstance(parsed, Processes) else
-                       BrokenThreadPool if isinstance(parsed, Threads) else concurrent.futures.BrokenExecutor)
-        self._inbox = _Inbox(start_on_take=isinstance(parsed, Processes | Dask), broken_type=broken_type)
+        self._inbox = _Inbox(start_on_take=engine.marks_running_when_taken, broken_type=engine.broken_error())
         self._run: Run[Outcome[Any]] | None = None
         self._driver: threading.Thread | None = None
         self._shutdown = False
@@ -530,26 +523,9 @@ class Executor(concurrent.futures.Executor):
     def _ensure_running(self) -> Run[Outcome[Any]]:
         with self._start_lock:
             if self._run is None:
-                is_async = isinstance(self._mode, Async)
-                fn = call_pickled if self._pickled else acall if is_async else call
-                run: Run[Outcome[Any]] = Run(
-                    fn,
-                    self._inbox,
-                    backend=get_backend(self._mode, self._workers),
-                    name="Executor.submit",
-                    chunksize=1,  # each submit is one task, started as soon as a worker is free
-                    ordered=False,
-                    timeout=self._timeout,
-                    retries=self._retries,
-                    retry_on=self._retry_on,
-                    backoff=self._backoff,
-                    rate=self._rate,
-                    on_error="collect",
-                    prefetch=None,
-                    crash_retries=self._mode.crash_retries if isinstance(self._mode, Processes) else 0,
-                    context=_context() if isinstance(self._mode, Threads | Async) else None,
-                    listener=make_listener(self._progress, "Executor", self._mode.name, self._workers, None),
-                )
+                runs_coroutines = self._mode.runs == "coroutines"
+                fn = call_pickled if self._pickled else acall if runs_coroutines else call
+                run: Run[Outcome[Any]] = open_run(fn, self._inbox, self._options, name="Executor.submit")
                 with self._inbox.lock:
                     self._inbox.run = run
                 driver = threading.Thread(target=_drive, args=(run, self._inbox), name="taskloom-executor",
@@ -560,8 +536,3 @@ class Executor(concurrent.futures.Executor):
                 driver.start()
             return self._run
 
-
-def _context() -> Any:
-    import contextvars
-
-    return contextvars.copy_context()

@@ -1,22 +1,114 @@
-"""Mode objects: which engine runs the work, with that engine's own knobs.
+"""Mode objects: which engine runs the work, with that engine's own knobs and facts.
 
 A mode is a string (``"threads"``) or one of these frozen dataclasses. Knobs that belong to one
 engine live on its object (``Processes(max_tasks_per_worker=...)``), not on every call.
+
+Every mode derives from ``Mode``, which is also the engine contract: what the rest of taskloom
+asks of an engine (how to open its backend, its crash-retry default, its batching rule, what a
+timeout does to a task, whether tasks see the caller's context, which callables it runs, what
+nesting does). No module outside this one and ``_backends/`` asks which mode it has: it asks
+the mode. A new engine is one more ``Mode`` subclass and one backend module.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeAlias
 
 from ._system import ASYNC_DEFAULT_WORKERS, default_threads, usable_cpus
+
+if TYPE_CHECKING:
+    import asyncio
+    from concurrent.futures import BrokenExecutor
+
+    from ._backends._base import Backend
 
 __all__ = ["Async", "Auto", "Dask", "Mode", "ModeLike", "Processes", "Sequential", "Threads", "parse_mode"]
 
 MODE_NAMES = ("sequential", "threads", "processes", "async", "dask", "auto")
+
+
+class Mode:
+    """The base of every mode object, and the contract an engine keeps with the scheduler.
+
+    ``Sequential``, ``Threads``, ``Processes``, ``Async``, ``Dask`` and ``Auto`` are modes;
+    ``isinstance(x, taskloom.Mode)`` tells a mode object from a mode name. The class attributes
+    below are the engine's facts, which the scheduler, ``Executor`` and pipelines read instead
+    of asking which mode they have. A subclass that implements ``open_backend`` (returning a
+    backend of ``taskloom._backends._base``) plugs a new engine in; that contract is internal
+    and may change between versions (see docs/architecture.md).
+
+    Attributes:
+        name: the engine's name in statistics, errors and progress ("threads", "processes"...).
+        crash_retries: runs again, on a fresh worker, of a task whose worker died (0 where a
+            task cannot kill its worker).
+        one_task_per_batch: every batch holds one task (async: the concurrency cap counts tasks).
+        timeout_text: what happens to a task past its ``timeout``, for the ``TaskTimeout`` message.
+        sees_caller_context: tasks run in a copy of the caller's ``contextvars`` context.
+        runs: which callables it accepts: "functions", "coroutines" (``async def``) or "both".
+        pool_per_depth: a call from inside one of its own workers gets a pool of its own (a
+            thread pool whose tasks wait on that same pool would deadlock); False where workers
+            are separate processes.
+        measures: True only for ``Auto``: the mode is chosen by measuring, not opened.
+        pickles_calls: tasks and results travel pickled (``Executor.submit`` pickles at once).
+        stops_running_tasks: a running task can really be stopped (``Executor(cancel_running=True)``).
+        marks_running_when_taken: a submitted task counts as running once the engine took it
+            (the stdlib's process pool does so, and ``Executor`` follows it).
+    """
+
+    name: str
+    crash_retries: int = 0
+    one_task_per_batch: ClassVar[bool] = False
+    timeout_text: ClassVar[str] = "it was abandoned"
+    sees_caller_context: ClassVar[bool] = False
+    runs: ClassVar[Literal["functions", "coroutines", "both"]] = "functions"
+    pool_per_depth: ClassVar[bool] = True
+    measures: ClassVar[bool] = False
+    pickles_calls: ClassVar[bool] = False
+    stops_running_tasks: ClassVar[bool] = False
+    marks_running_when_taken: ClassVar[bool] = False
+
+    def default_workers(self) -> int:
+        """The worker count a call gets without ``workers=``."""
+        return usable_cpus()
+
+    def open_backend(self, workers: int, depth: int) -> Backend:
+        """A new backend running this engine with ``workers`` workers (``depth``: see ``pool_per_depth``)."""
+        raise ValueError(f"mode {self.name!r} cannot run tasks by itself")
+
+    def open_on_loop(self, loop: asyncio.AbstractEventLoop, loop_thread: int, workers: int) -> Backend | None:
+        """A backend on the caller's running event loop (``amap``), or None: use the shared pool."""
+        return None
+
+    def pool_key(self) -> Hashable:
+        """What tells two warm pools of this engine apart (with the worker count); None: never pooled."""
+        return self
+
+    def broken_error(self) -> type[BrokenExecutor]:
+        """The stdlib's exception for a pool of this engine that can run nothing."""
+        from concurrent.futures import BrokenExecutor
+
+        return BrokenExecutor
+
+    def check_function(self, label: str, coroutine: bool) -> None:
+        """Refuse a callable this engine cannot run, with a message naming ``label`` and the way out.
+
+        Raises:
+            ValueError: an ``async def`` function on an engine for plain ones, or the reverse.
+        """
+        if coroutine and self.runs == "functions":
+            raise ValueError(f"{label} is an async def function: it needs mode='async' or 'auto', not {self.name!r}")
+        if not coroutine and self.runs == "coroutines":
+            raise ValueError(f"mode={self.name!r} runs async def functions, and {label} is a plain function: "
+                             "use mode='threads' for blocking I/O")
+
+
+def by_name(name: str) -> Mode:
+    """The default mode object of one of ``MODE_NAMES`` (auto's advice names its engine so)."""
+    return _BY_NAME[name]()
 
 
 def _check_idle_timeout(value: object) -> None:
@@ -25,7 +117,7 @@ def _check_idle_timeout(value: object) -> None:
 
 
 @dataclass(frozen=True)
-class Sequential:
+class Sequential(Mode):
     """Run every task in the caller's thread, one after the other (debuggable, no overhead).
 
     Same as ``mode="sequential"``. Retries, ``on_error``, statistics and progress work as on every
@@ -34,14 +126,23 @@ class Sequential:
     """
 
     name: Literal["sequential"] = field(default="sequential", init=False, repr=False)
+    timeout_text: ClassVar[str] = "it ran to the end in the caller's thread (the sequential mode cannot interrupt it)"
 
     def default_workers(self) -> int:
         """The worker count a call gets without ``workers=``: always 1."""
         return 1
 
+    def open_backend(self, workers: int, depth: int) -> Backend:
+        from ._backends._sequential import SequentialBackend
+
+        return SequentialBackend()
+
+    def pool_key(self) -> Hashable:
+        return None  # nothing to keep warm: a new (free) backend per run
+
 
 @dataclass(frozen=True)
-class Threads:
+class Threads(Mode):
     """Run tasks on a warm pool of threads: for I/O and for code that releases the GIL.
 
     Same as ``mode="threads"`` with the defaults. Without ``workers`` a call gets
@@ -68,6 +169,8 @@ class Threads:
     initializer: Callable[..., Any] | None = None
     initargs: tuple[Any, ...] = ()
     name: Literal["threads"] = field(default="threads", init=False, repr=False)
+    timeout_text: ClassVar[str] = "its thread cannot be stopped and runs on; its result will be ignored"
+    sees_caller_context: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         _check_idle_timeout(self.idle_timeout)
@@ -78,8 +181,18 @@ class Threads:
         """The worker count a call gets without ``workers=``: ``min(32, usable CPUs + 4)``."""
         return default_threads()
 
+    def open_backend(self, workers: int, depth: int) -> Backend:
+        from ._backends._threads import ThreadBackend
 
-def _default_start_method() -> str:
+        return ThreadBackend(workers, self.idle_timeout, depth, self.initializer, self.initargs)
+
+    def broken_error(self) -> type[BrokenExecutor]:
+        from concurrent.futures.thread import BrokenThreadPool
+
+        return BrokenThreadPool
+
+
+def default_start_method() -> str:
     # fork is fast but unsafe once threads exist (and taskloom's own pool has a manager thread):
     # a child can inherit a lock held by another thread and hang. Python 3.14 made forkserver the
     # default on Linux for this reason; we do the same on every POSIX system that has it, and
@@ -93,7 +206,7 @@ def _default_start_method() -> str:
 
 
 @dataclass(frozen=True)
-class Processes:
+class Processes(Mode):
     """Run tasks on taskloom's own warm process pool: for pure-Python CPU work.
 
     Same as ``mode="processes"`` with the defaults. The function, items and results travel
@@ -139,6 +252,11 @@ class Processes:
     idle_timeout: float = 120.0
     max_result_size: int | str | None = None
     name: Literal["processes"] = field(default="processes", init=False, repr=False)
+    timeout_text: ClassVar[str] = "its worker process was terminated and replaced"
+    pool_per_depth: ClassVar[bool] = False  # separate processes: a nested call cannot wait on itself
+    pickles_calls: ClassVar[bool] = True
+    stops_running_tasks: ClassVar[bool] = True
+    marks_running_when_taken: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         import multiprocessing
@@ -161,16 +279,26 @@ class Processes:
     @property
     def resolved_start_method(self) -> str:
         """The start method workers will use: ``start_method``, or this platform's default."""
-        return self.start_method or _default_start_method()
+        return self.start_method or default_start_method()
 
     def default_workers(self) -> int:
         """The worker count a call gets without ``workers=``: the CPUs this process may use
         (CPU affinity and cgroup quota, not ``os.cpu_count()``)."""
         return usable_cpus()
 
+    def open_backend(self, workers: int, depth: int) -> Backend:
+        from ._backends._processes import ProcessBackend
+
+        return ProcessBackend(self, workers)
+
+    def broken_error(self) -> type[BrokenExecutor]:
+        from concurrent.futures.process import BrokenProcessPool
+
+        return BrokenProcessPool
+
 
 @dataclass(frozen=True)
-class Async:
+class Async(Mode):
     """Run coroutine functions on an asyncio event loop; ``workers`` caps concurrency.
 
     From synchronous code the loop runs in a taskloom thread ("taskloom-asyncio"), shared by
@@ -191,6 +319,10 @@ class Async:
     loop: str = "asyncio"
     debug: bool = False
     name: Literal["async"] = field(default="async", init=False, repr=False)
+    one_task_per_batch: ClassVar[bool] = True  # coroutines interleave: the cap counts tasks exactly
+    timeout_text: ClassVar[str] = "the coroutine was cancelled"
+    sees_caller_context: ClassVar[bool] = True
+    runs: ClassVar[Literal["functions", "coroutines", "both"]] = "coroutines"
 
     def __post_init__(self) -> None:
         if self.loop not in ("asyncio", "uvloop"):
@@ -200,6 +332,28 @@ class Async:
         """The concurrency cap a call gets without ``workers=``: 100 coroutines at once."""
         return ASYNC_DEFAULT_WORKERS
 
+    def open_backend(self, workers: int, depth: int) -> Backend:
+        from ._backends._asyncio import AsyncBackend
+
+        return AsyncBackend(workers, self._loop_factory(), depth=depth, debug=self.debugging)
+
+    def open_on_loop(self, loop: asyncio.AbstractEventLoop, loop_thread: int, workers: int) -> Backend | None:
+        from ._backends._asyncio import AsyncBackend
+
+        # amap/aimap: coroutines run on the caller's own loop (its sessions and locks live there).
+        return AsyncBackend(workers, loop=loop, loop_thread=loop_thread, debug=self.debugging)
+
+    def _loop_factory(self) -> Callable[[], asyncio.AbstractEventLoop] | None:
+        if self.loop != "uvloop":
+            return None
+        try:
+            import uvloop
+        except ImportError:
+            raise ValueError("Async(loop='uvloop') needs the 'uvloop' package: "
+                             "pip install 'taskloom[uvloop]'") from None
+        factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+        return factory
+
     @property
     def debugging(self) -> bool:
         """Whether blocking coroutines are reported: ``debug``, or ``TASKLOOM_DEBUG`` set and not "0"."""
@@ -207,7 +361,7 @@ class Async:
 
 
 @dataclass(frozen=True)
-class Dask:
+class Dask(Mode):
     """Run tasks on a Dask ``distributed`` cluster (the ``taskloom[dask]`` extra).
 
     Args:
@@ -222,6 +376,8 @@ class Dask:
     address: str | None = None
     client: Any = field(default=None, compare=False)
     name: Literal["dask"] = field(default="dask", init=False, repr=False)
+    pool_per_depth: ClassVar[bool] = False  # the cluster's own workers run the tasks
+    marks_running_when_taken: ClassVar[bool] = True
 
     def __hash__(self) -> int:
         return hash((self.address, id(self.client)))
@@ -234,9 +390,14 @@ class Dask:
         """0, which stands for "the cluster's thread count", known once connected."""
         return 0  # the cluster's thread count, known once connected
 
+    def open_backend(self, workers: int, depth: int) -> Backend:
+        from ._backends._dask import DaskBackend
+
+        return DaskBackend(self, workers or None)
+
 
 @dataclass(frozen=True)
-class Auto:
+class Auto(Mode):
     """Measure the first tasks and choose the mode: the default, same as ``mode="auto"``.
 
     A plain function's first tasks run in the caller's thread, timed (wall against CPU time),
@@ -249,14 +410,16 @@ class Auto:
     """
 
     name: Literal["auto"] = field(default="auto", init=False, repr=False)
+    runs: ClassVar[Literal["functions", "coroutines", "both"]] = "both"
+    measures: ClassVar[bool] = True
+    sees_caller_context: ClassVar[bool] = True  # it may run the tasks on threads
 
     def default_workers(self) -> int:
         """The usable CPUs (the worker count ``mode="auto"`` actually uses comes from its measurement)."""
         return usable_cpus()
 
 
-Mode: TypeAlias = Sequential | Threads | Processes | Async | Dask | Auto
-ModeLike: TypeAlias = str | Mode
+ModeLike: TypeAlias = "str | Mode"
 
 _BY_NAME: dict[str, Callable[[], Mode]] = {
     "sequential": Sequential,
@@ -270,8 +433,8 @@ _BY_NAME: dict[str, Callable[[], Mode]] = {
 
 def parse_mode(mode: ModeLike, *, allow_auto: bool = True) -> Mode:
     """Turn a mode string or object into a mode object, or raise ValueError naming the choices."""
-    if isinstance(mode, Sequential | Threads | Processes | Async | Dask | Auto):
-        if isinstance(mode, Auto) and not allow_auto:
+    if isinstance(mode, Mode):
+        if mode.measures and not allow_auto:
             raise ValueError("mode 'auto' is not valid here: choose 'sequential', 'threads', 'processes' or 'async'")
         return mode
     if isinstance(mode, str):

@@ -37,21 +37,22 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sized
 from typing import Any, Generic, Literal, TypeVar, overload
 
-from ._api import fn_name, is_coroutine_function, validate
-from ._modes import Async, Auto, ModeLike, parse_mode
+from ._callables import fn_name, is_coroutine_function
+from ._modes import ModeLike
+from ._options import Options
 from ._pipeline_flow import (
     DEFAULT_MAXSIZE,
     END,
     Aborted,
     Execution,
     Failure,
-    StageError,
+    StageFailure,
     StageSpec,
     StepSpec,
 )
 from ._pipeline_report import PipelineProgress, PipelineStatistics, StageStatistics
 
-__all__ = ["Pipeline", "PipelineStatistics", "StageError", "StageStatistics", "pipeline"]
+__all__ = ["Pipeline", "PipelineStatistics", "StageFailure", "StageStatistics", "pipeline"]
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)  # a Pipeline only produces its items: Pipeline[int] is a Pipeline[object]
@@ -145,26 +146,19 @@ class Pipeline(Generic[T_co]):
         Raises:
             ValueError, TypeError: a bad argument (checked here, before anything runs).
         """
-        validate(fn, workers=workers, chunksize="auto", timeout=timeout, retries=retries, retry_on=Exception,
-                 on_error=on_error, prefetch=None, ordered=True)
+        options = Options.build(fn, "then", mode=mode, workers=workers, timeout=timeout, retries=retries,
+                                on_error=on_error)
         if name is not None and (not isinstance(name, str) or not name):
             raise TypeError(f"name must be a non-empty string or None, got {name!r}")
         if maxsize is not None:
             _check_size("maxsize", maxsize)
-        parsed = parse_mode(mode)
         label = name or fn_name(fn)
-        coroutine = is_coroutine_function(fn)
-        if coroutine and not isinstance(parsed, Async | Auto):
-            raise ValueError(f"stage {label!r} is an async def function: it needs mode='async' or 'auto', "
-                             f"not {parsed.name!r}")
-        if isinstance(parsed, Async) and not coroutine:
-            raise ValueError(f"mode='async' runs async def functions, and stage {label!r} is a plain function: "
-                             "use mode='threads' for blocking I/O")
+        options.mode.check_function(f"stage {label!r}", is_coroutine_function(fn))
         taken = {n.name for n in self._nodes if isinstance(n, StageSpec)}
         unique, k = label, 2
         while unique in taken:  # the same function twice: tell the stages apart in reports
             unique, k = f"{label}#{k}", k + 1
-        return self._add(StageSpec(fn, unique, mode, workers, maxsize or DEFAULT_MAXSIZE, on_error, retries, timeout))
+        return self._add(StageSpec(fn, unique, options, maxsize or DEFAULT_MAXSIZE))
 
     def filter(self, pred: Callable[[T_co], object]) -> Pipeline[T_co]:
         """Keep the items for which ``pred(item)`` is true (runs in the thread that feeds the next queue).
@@ -273,7 +267,7 @@ class Pipeline(Generic[T_co]):
 
     # -- reporting ---------------------------------------------------------------------------------
     @property
-    def errors(self) -> list[StageError]:
+    def errors(self) -> list[StageFailure]:
         """The failures of stages with on_error="collect" in the latest run, as they happened."""
         return self._execution.errors if self._execution is not None else []
 

@@ -20,19 +20,19 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
-from ._api import imap
 from ._backends._base import enter_depth, nesting_depth
 from ._errors import TaskError, short_repr
-from ._modes import ModeLike
+from ._options import Options
 from ._outcome import Outcome
 from ._pipeline_report import PipelineStatistics, StageStatistics
-from ._scheduler import PushSource, Run
+from ._run._open import open_run
+from ._run._run import PushSource, Run
 
 __all__ = [
     "DEFAULT_MAXSIZE",
     "Channel",
     "Execution",
-    "StageError",
+    "StageFailure",
     "StageSpec",
     "StepSpec",
 ]
@@ -92,12 +92,12 @@ class StageSpec:
 
     fn: Callable[[Any], Any]
     name: str
-    mode: ModeLike
-    workers: int | None
+    options: Options  # as given to then(); the stage's run always collects (see Stage._drain)
     maxsize: int
-    on_error: Literal["raise", "collect"]
-    retries: int
-    timeout: float | None
+
+    @property
+    def on_error(self) -> Literal["raise", "collect"]:
+        return self.options.on_error
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ class StepSpec:
 
 
 @dataclass(frozen=True, slots=True)
-class StageError:
+class StageFailure:
     """One item that failed in a stage with ``on_error="collect"`` (see ``Pipeline.errors``).
 
     Attributes:
@@ -506,10 +506,8 @@ class Pump:
         # as in a plain loop. on_error="raise" is applied here, on that first failure.
         # Each stage position has pools of its own (two thread stages of 32 workers would otherwise
         # share 32 threads), still warm for the next pipeline.
-        run: Run[Outcome[Any]] = imap(  # type: ignore[call-overload]
-            spec.fn, inp, mode=spec.mode, workers=spec.workers, ordered=ex.ordered,
-            timeout=spec.timeout, retries=spec.retries, on_error="collect", _pool_slot=("stage", self.index),
-        )
+        options = spec.options.replace(ordered=ex.ordered, on_error="collect")
+        run: Run[Outcome[Any]] = open_run(spec.fn, inp, options, slot=("stage", self.index))
         inp.run = run
         with ex.lock:
             self.run = run
@@ -532,7 +530,7 @@ class Pump:
             self.errors += 1
             error = _stage_error(outcome.error, spec.name, origin)
             if collect:
-                ex.add_error(StageError(spec.name, origin, outcome))
+                ex.add_error(StageFailure(spec.name, origin, outcome))
             else:
                 self._fail(error)
                 return
@@ -583,7 +581,7 @@ class Execution:
         self.stopping = False
         self.closed = False
         self.delivered = 0
-        self._errors: list[StageError] = []
+        self._errors: list[StageFailure] = []
         self.t0 = time.perf_counter()
         self.t_end: float | None = None
         self.inboxes = [Channel(spec.maxsize) for spec in stages]
@@ -613,12 +611,12 @@ class Execution:
             worker.depth = depth
             worker.thread.start()
 
-    def add_error(self, error: StageError) -> None:
+    def add_error(self, error: StageFailure) -> None:
         with self.lock:
             self._errors.append(error)
 
     @property
-    def errors(self) -> list[StageError]:
+    def errors(self) -> list[StageFailure]:
         with self.lock:
             return list(self._errors)
 

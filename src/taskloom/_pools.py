@@ -15,14 +15,14 @@ import atexit
 import os
 import sys
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from typing import TYPE_CHECKING
 
+from ._backends import _registry
 from ._backends._base import Backend, nesting_depth
-from ._modes import Async, Dask, Mode, Processes, Sequential, Threads
 
 if TYPE_CHECKING:
-    import asyncio
+    from ._modes import Mode
 
 _lock = threading.Lock()
 _pools: dict[Hashable, Backend] = {}
@@ -30,7 +30,8 @@ _keep: list[object] = []  # configs whose id() is part of a key stay alive with 
 
 
 def _key(mode: Mode, workers: int, depth: int, slot: Hashable) -> Hashable:
-    key: Hashable = (type(mode).__name__, mode, workers, depth, slot)
+    engine = mode.pool_key()
+    key: Hashable = (type(mode).__name__, engine, workers, depth, slot)
     try:
         hash(key)
     except TypeError:  # e.g. Processes(initargs=([...],)): unhashable, keyed by identity
@@ -46,53 +47,20 @@ def get_backend(mode: Mode, workers: int, slot: Hashable = None) -> Backend:
     own (stage 2's thread pool is not stage 0's, even with the same mode and worker count), and
     is still warm for the next pipeline.
     """
-    if isinstance(mode, Sequential):
-        from ._backends._sequential import SequentialBackend
-
-        return SequentialBackend()
     # A map called from a pool thread (or the loop thread) gets a pool one level deeper: queueing
     # behind the very tasks that wait for it would deadlock. Processes are separate anyway.
-    depth = 0 if isinstance(mode, Processes) else nesting_depth()
+    depth = nesting_depth() if mode.pool_per_depth else 0
+    if mode.pool_key() is None:  # nothing worth keeping warm (sequential)
+        return mode.open_backend(workers, depth)
     key = _key(mode, workers, depth, slot)
     with _lock:
         backend = _pools.get(key)
         if backend is None:
-            backend = _create(mode, workers, depth)
+            backend = mode.open_backend(workers, depth)
             _pools[key] = backend
     if not _hook_is_last and "multiprocessing.util" in sys.modules:
         _register_exit_hook()
     return backend
-
-
-def _create(mode: Mode, workers: int, depth: int) -> Backend:
-    if isinstance(mode, Threads):
-        from ._backends._threads import ThreadBackend
-
-        return ThreadBackend(workers, mode.idle_timeout, depth, mode.initializer, mode.initargs)
-    if isinstance(mode, Processes):
-        from ._backends._processes import ProcessBackend
-
-        return ProcessBackend(mode, workers)
-    if isinstance(mode, Dask):
-        from ._backends._dask import DaskBackend
-
-        return DaskBackend(mode, workers or None)
-    if isinstance(mode, Async):
-        from ._backends._asyncio import AsyncBackend
-
-        return AsyncBackend(workers, _loop_factory(mode), depth=depth, debug=mode.debugging)
-    raise ValueError(f"no backend for mode {mode!r}")  # pragma: no cover - parse_mode guards
-
-
-def _loop_factory(mode: Async) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    if mode.loop != "uvloop":
-        return None
-    try:
-        import uvloop
-    except ImportError:
-        raise ValueError("Async(loop='uvloop') needs the 'uvloop' package: pip install 'taskloom[uvloop]'") from None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
 
 
 def shutdown() -> None:
@@ -107,12 +75,9 @@ def shutdown() -> None:
         _keep.clear()
     for backend in pools:
         backend.close()
-    dask = sys.modules.get("taskloom._backends._dask")
-    if dask is not None:  # an Executor or run may have connected without a pooled backend left
-        dask.close_all()
-    forkserver = sys.modules.get("taskloom._backends._forkserver")
-    if forkserver is not None:  # after the pools: their workers are stopped by then
-        forkserver.stop()
+    # What engines joined (Dask clients opened without a pooled backend left, the fork server,
+    # whose workers are stopped by now).
+    _registry.run("after_pools")
 
 
 def live_backends() -> list[Backend]:
@@ -130,13 +95,9 @@ def _forget_in_child() -> None:
 
 
 def _at_exit() -> None:
-    executor = sys.modules.get("taskloom._executor")
-    if executor is not None:  # executors' pending work first, while the pools still run it
-        executor.finish_pending_at_exit()
+    _registry.run("before_exit")  # executors' pending work first, while the pools still run it
     shutdown()
-    threads = sys.modules.get("taskloom._backends._threads")
-    if threads is not None:  # thread tasks still running get a grace period, not a kill mid-write
-        threads.finish_running()
+    _registry.run("at_exit_last")  # thread tasks still running get a grace period, not a kill mid-write
 
 
 _hook_is_last = False

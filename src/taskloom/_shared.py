@@ -350,14 +350,14 @@ class _Closeable:
 class SharedArray(_Closeable):
     """A numpy array in shared memory, passed to process workers without copying.
 
-    Make one with :meth:`from_numpy` (copies the data in once) or :meth:`zeros`. It pickles as
+    Make one with ``from_numpy()`` (copies the data in once) or ``zeros()``. It pickles as
     ``(name, shape, dtype)``, so a process worker, even one of a warm pool that was already running,
     maps the same memory. ``np.asarray(arr)`` and ``arr.array`` are zero-copy views; indexing
     works as on the array, and slice assignment when it is writable. Threads and the sequential
     engine receive the very same object.
 
     The process that made it owns the segment and removes it when the ``with`` block ends, on
-    :meth:`close`, when the object is garbage-collected, at exit, and (through multiprocessing's
+    ``close()``, when the object is garbage-collected, at exit, and (through multiprocessing's
     resource tracker) when that process is killed. Keep it open until the work using it is done.
 
     Example::
@@ -634,7 +634,7 @@ class Value(_Closeable, Generic[_T]):
     only be inherited by a process as it starts. Every operation holds a lock that excludes other
     threads *and* other processes (``fcntl.flock``, which the kernel releases if a holder dies), so ``add`` is a real
     read-modify-write. Create it in the parent: the creating process removes the segment on
-    :meth:`close`, at the end of a ``with`` block, on garbage collection, at exit, or when it dies.
+    ``close()``, at the end of a ``with`` block, on garbage collection, at exit, or when it dies.
     Once closed, reading or updating it raises ``ValueError``.
 
     Example::
@@ -755,7 +755,7 @@ class Value(_Closeable, Generic[_T]):
 
     @property
     def value(self) -> _T:
-        """The current value, as ``multiprocessing.Value`` spells it (same as :meth:`get`)."""
+        """The current value, as ``multiprocessing.Value`` spells it (same as ``get()``)."""
         return self.get()
 
     @value.setter

@@ -36,8 +36,10 @@ chooses processes (no pool of pools).
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import heapq
 import itertools
+import logging
 import math
 import os
 import pickle
@@ -46,13 +48,22 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._backends._base import ItemError
+from ._callables import function_pickles, is_coroutine_function
+from ._modes import by_name
 from ._stats import _fmt as format_seconds
 from ._system import ASYNC_DEFAULT_WORKERS, default_threads, gil_enabled, in_worker, usable_cpus
 
+if TYPE_CHECKING:
+    from ._backends._base import Backend
+    from ._modes import Mode
+    from ._run._run import Switch
+
 __all__ = ["Advice", "advise"]
+
+log = logging.getLogger("taskloom")
 
 AUTO_BUDGET = 0.05  # seconds of sample tasks mode="auto" runs in the caller's thread
 SAMPLE_MAX = 64  # sample tasks at most
@@ -566,8 +577,6 @@ def advise(fn: Callable[[Any], Any], sample: Iterable[Any], *, budget: float = 1
         >>> advice = taskloom.advise(parse, lines[:100])
         >>> print(advice.mode, advice.reasons)
     """
-    from ._api import function_pickles, is_coroutine_function
-
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {fn!r}")
     if isinstance(budget, bool) or not isinstance(budget, int | float) or budget <= 0:
@@ -582,6 +591,91 @@ def advise(fn: Callable[[Any], Any], sample: Iterable[Any], *, budget: float = 1
     s = run_sample(fn, itertools.cycle(items), budget)
     return decide(s, total if total is not None else ASSUMED_TASKS, function_pickles=lambda: function_pickles(fn))
 
+
+
+# -- mode="auto": the choice before the run, and the second look during it ----------------------------
+#: Auto mode looks again once this many tasks have run, if their time differs from the sample's
+#: by more than SWITCH_FACTOR either way.
+RECONSIDER_AFTER = 64
+SWITCH_FACTOR = 4.0
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What ``mode="auto"`` chose before the run: the engine, why, and the tasks it already ran."""
+
+    engine: Mode
+    advice: Advice
+    head: Head | None  # the sample tasks, with their results (None for coroutines: nothing ran)
+    workers: int | None
+    sample: Sample | None
+
+
+def choose(fn: Callable[..., Any], source: Iterator[Any], total: int | None, workers: int | None,
+           coroutine: bool, overlap: int) -> Choice:
+    """mode="auto": measure the first items here (results kept) and pick the engine.
+
+    ``overlap``: how many more sample tasks may start beside a first one that waits.
+    """
+    if coroutine:
+        advice = decide_coroutine(workers)
+        log.info("taskloom auto mode: %s", advice)
+        return Choice(by_name("async"), advice, None, workers, None)
+    s = run_sample(fn, source, AUTO_BUDGET, total, overlap)
+    remaining = 0 if s.exhausted else (None if total is None else max(0, total - s.n))
+    advice = decide(s, remaining, pool_warm=_processes_warm(), function_pickles=lambda: function_pickles(fn))
+    log.info("taskloom auto mode: %s", advice)
+    return Choice(by_name(advice.mode), advice, s.head, workers or advice.workers, s)
+
+
+def _processes_warm() -> bool:
+    from ._pools import live_backends
+
+    return any(b.name == "processes" and b.workers >= usable_cpus() for b in live_backends())
+
+
+class Reconsider:
+    """Auto's second look during a run: the same model, fed the per-task time measured there.
+
+    If tasks take much longer or shorter than sampled (``SWITCH_FACTOR``, after
+    ``RECONSIDER_AFTER`` tasks), the choice is made again, once. It takes two batches in a row
+    that differ: the first one where the change shows is usually a mix of old and new tasks, and
+    its average would understate the change. The run is then asked to switch: the rule lives
+    here, with the measuring; the run only knows how to switch.
+    """
+
+    def __init__(self, fn: Callable[..., Any], sample: Sample, advice: Advice,
+                 open_backend: Callable[[Mode, int], Backend]) -> None:
+        self._fn = fn
+        self._sample = sample
+        self._advice = advice
+        self._open = open_backend
+        self._deviations = 0
+        self.finished = False
+
+    def observe(self, per_task: float, tasks_done: int, remaining: int | None) -> Switch | None:
+        """A batch finished; its tasks took ``per_task`` seconds each, ``tasks_done`` have ended so far."""
+        from ._run._run import Switch
+
+        sampled = self._sample.per_task
+        if tasks_done < RECONSIDER_AFTER or sampled <= 0 or 1 / SWITCH_FACTOR < per_task / sampled < SWITCH_FACTOR:
+            self._deviations = 0
+            return None
+        self._deviations += 1
+        if self._deviations < 2:
+            return None
+        self.finished = True
+        s = self._sample
+        later = dataclasses.replace(s, timed=1, wall=per_task, cpu=per_task * s.cpu_ratio, exhausted=False)
+        advice = decide(later, remaining, pool_warm=_processes_warm(),
+                        function_pickles=lambda: function_pickles(self._fn))
+        if advice.mode == self._advice.mode:
+            return None
+        switched = dataclasses.replace(advice, reasons=(
+            f"Switched during the run: tasks now take {per_task:.3g} s each, not {s.per_task:.3g} s as sampled.",
+            *advice.reasons))
+        engine = by_name(advice.mode)
+        return Switch(engine, self._open(engine, advice.workers), switched)
 
 
 def _fmt(seconds: float) -> str:

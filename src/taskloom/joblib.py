@@ -51,6 +51,8 @@ from joblib._parallel_backends import AutoBatchingMixin, FallbackToBackend, Sequ
 
 import taskloom
 from taskloom._backends import _mainpickle
+from taskloom._modes import parse_mode
+from taskloom._system import usable_cpus
 
 __all__ = ["NAME", "TaskloomBackend", "register"]
 
@@ -190,7 +192,7 @@ class TaskloomBackend(AutoBatchingMixin, joblib.ParallelBackendBase):  # type: i
         n_jobs = int(n_jobs)
         if n_jobs < 0:
             if self._cpus is None:
-                self._cpus = taskloom.Processes().default_workers()
+                self._cpus = usable_cpus()
             n_jobs = max(self._cpus + 1 + n_jobs, 1)
         return n_jobs
 
@@ -416,7 +418,7 @@ def _check(options: _Options) -> _Options:
     if isinstance(mode, str):
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {list(_MODES)} or a taskloom mode object, got {mode!r}")
-    elif not isinstance(mode, taskloom.Processes | taskloom.Threads | taskloom.Dask | taskloom.Sequential):
+    elif not isinstance(mode, taskloom.Mode) or mode.measures or mode.runs == "coroutines":
         raise TypeError(f"mode must be a string or a taskloom mode object (Processes, Threads, Dask, Sequential), "
                         f"got {mode!r}")
     if options.killed_fits not in _KILLED_FITS:
@@ -436,21 +438,15 @@ def _check(options: _Options) -> _Options:
 
 def _engine(options: _Options, flavour: str | None) -> Any:
     """The taskloom mode object for these options (``flavour`` overrides "auto")."""
-    mode = options.mode
-    if isinstance(mode, str):
-        name = flavour or mode
-        if name == "processes":
-            mode = taskloom.Processes()
-        else:
-            return name
-    if isinstance(mode, taskloom.Processes):
+    mode = parse_mode(options.mode if flavour is None or not isinstance(options.mode, str) else flavour)
+    if mode.pickles_calls:  # worker processes (Processes): their own settings
         changes: dict[str, Any] = {}
         if options.crash_retries is not None:
             changes["crash_retries"] = options.crash_retries
         if options.max_memory is not None:
             changes["max_memory"] = options.max_memory
         if changes:
-            mode = dataclasses.replace(mode, **changes)
+            mode = dataclasses.replace(mode, **changes)  # type: ignore[type-var]
     return mode
 
 
@@ -491,7 +487,7 @@ class _RunOptions:
     def executor(self) -> taskloom.Executor:
         engine = _engine(self.options, self.mode)
         o = self.options
-        self.pickled = isinstance(engine, taskloom.Processes)
+        self.pickled = parse_mode(engine).pickles_calls
         return taskloom.Executor(engine, workers=self.workers, timeout=o.timeout, retries=o.retries,
                                  progress=o.progress, cancel_running=self.pickled)
 

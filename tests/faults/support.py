@@ -236,7 +236,10 @@ def descendants(pid: int) -> list[int]:
 PARENT_SCRIPT = """
 import json
 import os
+import signal
 import sys
+import threading
+import time
 
 sys.path.insert(0, {root!r})
 
@@ -252,9 +255,19 @@ def main():
         next(it)
     pool = next(b for b in tl._pools.live_backends() if b.name == "processes")
     print("READY", json.dumps({{"parent": os.getpid(), "workers": pool.worker_pids()}}), flush=True)
+    # Started after READY, so the pool was made by a single-threaded process (as a script's is).
+    threading.Thread(target=end_with_the_test, args=(os.getppid(),), daemon=True).start()
     for _ in it:
         pass
     print("DONE", flush=True)
+
+
+def end_with_the_test(test_pid):
+    # The test process was killed (a CI timeout, Ctrl-C on pytest): do not map for hours as an
+    # orphan. Our workers notice their parent is gone, as they would for any parent.
+    while os.getppid() == test_pid:
+        time.sleep(0.5)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 if __name__ == "__main__":

@@ -119,6 +119,20 @@ def exit_with(code: int, directory: str | None = None, tag: str = "crash") -> No
     os._exit(code)
 
 
+def grow_or_crash_once(arg: tuple[int, str | None]) -> int:
+    """``sum(i*i for i in range(n))``; the first call with a directory in a worker process SIGKILLs it."""
+    n, directory = arg
+    if directory is not None and _in_worker():
+        try:
+            os.close(os.open(Path(directory, "crashed"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            pass
+        else:
+            os.kill(os.getpid(), signal.SIGKILL)
+            time.sleep(HANG_SECONDS)  # pragma: no cover
+    return sum(i * i for i in range(n))
+
+
 def crash_every_tenth(i: int) -> int:
     """``i * i``, except that every tenth item (0, 10, 20...) SIGKILLs its worker."""
     if i % 10 == 0:

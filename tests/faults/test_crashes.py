@@ -166,6 +166,23 @@ def test_crash_with_on_error_raise_raises_worker_crashed(tmp_path: Any) -> None:
     assert_pool_usable(mode, not_pids={pid})
 
 
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="parallel CPU work needs two CPUs")
+def test_auto_switched_to_processes_retries_a_crash_as_processes_mode_does(tmp_path: Any) -> None:
+    # The first tasks are tiny (auto runs them sequentially); the rest are 10 000x heavier, so the
+    # run switches to processes. The first heavy task that runs in a worker kills it: the switched
+    # run must retry it on a fresh worker, as mode="processes" does (crash_retries=1), not fail.
+    items: list[Any] = [(1, None)] * 100 + [(300_000, str(tmp_path))] * 100
+    run = tl.imap(tasks.grow_or_crash_once, items)
+    assert list(run) == [sum(i * i for i in range(n)) for n, _ in items]
+    assert run.advice is not None
+    assert run.advice.mode == "processes", run.advice
+    assert run.advice.reasons[0].startswith("Switched during the run"), run.advice
+    assert (tmp_path / "crashed").exists(), "no task crashed a worker: the test tested nothing"
+    stats = run.statistics()
+    assert stats.crashed == 1, stats
+    assert stats.retried == 1, stats
+
+
 def test_always_crashing_task_runs_exactly_crash_retries_plus_one_times(tmp_path: Any) -> None:
     mode = tl.Processes(crash_retries=3)
     items: list[Any] = [("exit_with", 7, str(tmp_path), "crash"), *HEALTHY]

@@ -58,8 +58,7 @@ class Job:
     name: str
     context: contextvars.Context | None = None  # the caller's context, for thread tasks
     id: int = field(default_factory=lambda: next(_batch_ids))
-    # Backend-private caches (e.g. the pickled function), keyed by backend.
-    cache: dict[str, Any] = field(default_factory=dict)
+    # A backend that keeps state per run keys it by the Job in a WeakKeyDictionary of its own.
 
 
 @dataclass(eq=False)

@@ -23,11 +23,13 @@ import os
 import sys
 import threading
 import time
+import weakref
 from typing import Any
 
 from .._modes import Dask
 from .._system import usable_cpus
-from ._base import Backend, Batch, Done, ItemError, Lost, Started, run_items
+from . import _registry
+from ._base import Backend, Batch, Done, ItemError, Job, Lost, Started, run_items
 
 ADDRESS_ENV = "TASKLOOM_DASK_ADDRESS"
 
@@ -114,6 +116,9 @@ def close_all() -> None:
         conn.close()
 
 
+_registry.join("after_pools", close_all)  # a run or Executor may have connected with no pool left
+
+
 class DaskBackend(Backend):
     name = "dask"
     prefetch = 2
@@ -122,6 +127,9 @@ class DaskBackend(Backend):
         self._conn = _connection(config)
         self.workers = workers or self._conn.threads()
         self._lock = threading.Lock()
+        # Per run: numpy arguments scattered once (id -> (array, future)); the run's Job is the key.
+        self._scattered_per_run: weakref.WeakKeyDictionary[Job, dict[int, tuple[Any, Any]]] = (
+            weakref.WeakKeyDictionary())
         self._futures: dict[int, Any] = {}
 
     def submit(self, batch: Batch) -> None:
@@ -149,7 +157,7 @@ class DaskBackend(Backend):
         if shared_type is None and numpy is None:
             return batch.items
         remote = self._conn.cluster is None
-        per_run: dict[int, tuple[Any, Any]] = batch.job.cache.setdefault("dask-scattered", {})
+        per_run = self._scattered_per_run.setdefault(batch.job, {})
 
         def swap(x: Any) -> Any:
             if shared_type is not None and isinstance(x, shared_type):

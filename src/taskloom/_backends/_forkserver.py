@@ -49,6 +49,8 @@ import time
 import traceback
 from typing import Any
 
+from . import _registry
+
 _HEADER = struct.Struct("<II")  # payload length, number of extra fds
 _REPLY = struct.Struct("<q")  # worker pid, or -1 then an error text follows (length-prefixed)
 _STATUS = struct.Struct("<i")  # exit code written into a worker's sentinel pipe
@@ -383,6 +385,9 @@ def prestart() -> None:
 def stop() -> None:
     """Stop the fork server (``taskloom.shutdown()`` and interpreter exit call it)."""
     _client.stop()
+
+
+_registry.join("after_pools", stop)  # after the pools: their workers are stopped by then
 
 
 if hasattr(os, "register_at_fork"):

@@ -39,6 +39,8 @@ import os
 import pickle
 import threading
 import time
+import weakref
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -73,6 +75,14 @@ class _Worker:
         self.idle_since = time.monotonic()
 
 
+@dataclass
+class _JobState:
+    """What the pool keeps per run: the function's message (pickled once), its batch time (EWMA)."""
+
+    message: bytes
+    batch_seconds: float | None = None
+
+
 class ProcessBackend(Backend):
     name = "processes"
     prefetch = 2
@@ -85,6 +95,7 @@ class ProcessBackend(Backend):
         self._ctx: Any = (None if self._start_method == "forkserver"
                           else multiprocessing.get_context(self._start_method))
         self._lock = threading.Lock()
+        self._jobs: weakref.WeakKeyDictionary[Job, _JobState] = weakref.WeakKeyDictionary()
         self._pending: collections.deque[Batch] = collections.deque()
         self._wake_r, self._wake_w = multiprocessing.Pipe(duplex=False)
         self._wake_pending = False
@@ -107,8 +118,10 @@ class ProcessBackend(Backend):
 
     # -- contract (any thread) ----------------------------------------------------------------
     def prepare(self, job: Job) -> None:
-        if "processes" not in job.cache:
-            job.cache["processes"] = W.OP_FUNCTION + W.Q.pack(job.id) + pickle_function(job)
+        if job not in self._jobs:
+            state = _JobState(W.OP_FUNCTION + W.Q.pack(job.id) + pickle_function(job))
+            with self._lock:
+                self._jobs.setdefault(job, state)
 
     def submit(self, batch: Batch) -> None:
         try:
@@ -378,7 +391,7 @@ class ProcessBackend(Backend):
                     return
                 try:
                     if batch.job.id not in w.jobs:
-                        w.conn.send_bytes(batch.job.cache["processes"])
+                        w.conn.send_bytes(self._jobs[batch.job].message)
                         w.jobs.add(batch.job.id)
                     w.conn.send_bytes(batch.payload)
                 except OSError:
@@ -399,7 +412,8 @@ class ProcessBackend(Backend):
             batch = self._pending[0] if self._pending else None
         if batch is None:
             return False
-        seconds: float | None = batch.job.cache.get("batch_seconds")
+        state = self._jobs.get(batch.job)
+        seconds = state.batch_seconds if state is not None else None
         return seconds is not None and seconds < SEND_AHEAD_BELOW
 
     def _pop_pending(self) -> Batch | None:
@@ -463,8 +477,10 @@ class ProcessBackend(Backend):
                 self._untaken.pop(batch_id, None)
             if not w.outstanding:
                 w.idle_since = time.monotonic()
-            previous = batch.job.cache.get("batch_seconds")
-            batch.job.cache["batch_seconds"] = elapsed if previous is None else 0.5 * previous + 0.5 * elapsed
+            state = self._jobs.get(batch.job)
+            if state is not None:
+                previous = state.batch_seconds
+                state.batch_seconds = elapsed if previous is None else 0.5 * previous + 0.5 * elapsed
             try:
                 values, errs, durations = pickle.loads(memoryview(msg)[1 + W.RESULT.size:])
             except BaseException as exc:

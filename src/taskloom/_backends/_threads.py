@@ -12,7 +12,7 @@ last batch it ran, its function or its results (a long-lived pool must not keep 
 Pool threads are daemon threads, so a task that never returns cannot hang the interpreter's
 exit. But a task still running then - abandoned by a failed or cancelled run - must not be
 killed in the middle of a write either: at exit, ``finish_running`` waits for such tasks as the
-stdlib's thread pool does (the exit hook in ``_pools`` calls it), except tasks past their
+stdlib's thread pool does (the exit hook in ``_pools`` runs it, as an ``at_exit_last`` hook), except tasks past their
 ``timeout`` and exits caused by Ctrl-C, which the user asked to stop.
 """
 
@@ -32,6 +32,7 @@ from itertools import count
 from typing import Any
 
 from .._system import EXIT_NOTICE
+from . import _registry
 from ._base import Backend, Batch, Done, Lost, Started, enter_depth, run_items
 
 _names = count(1)
@@ -76,6 +77,9 @@ def finish_running(notice_after: float = EXIT_NOTICE) -> None:
           "press Ctrl-C to stop them", file=sys.stderr, flush=True)
     for thread in left:
         thread.join()
+
+
+_registry.join("at_exit_last", finish_running)
 
 
 class ThreadBackend(Backend):

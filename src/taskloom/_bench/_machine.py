@@ -10,7 +10,7 @@ import sysconfig
 from pathlib import Path
 from typing import Any
 
-from .._modes import Async, Processes, Sequential, Threads
+from .._modes import by_name, default_start_method
 from .._system import cgroup_cpu_limit, gil_enabled, usable_cpus
 
 __all__ = ["describe", "machine_info"]
@@ -68,17 +68,13 @@ def machine_info() -> dict[str, Any]:
         "cgroup_cpu_quota": cgroup_cpu_limit(),
         "memory_bytes": _memory_bytes(),
         "start_methods": multiprocessing.get_all_start_methods(),
-        "default_start_method": Processes().resolved_start_method,
+        "default_start_method": default_start_method(),
         "gil_enabled": gil_enabled(),
         "free_threading_build": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
         # Not the machine's but the moment's: other work running during a benchmark skews it.
         "load_average": _load_average(),
-        "default_workers": {
-            "sequential": Sequential().default_workers(),
-            "threads": Threads().default_workers(),
-            "processes": Processes().default_workers(),
-            "async": Async().default_workers(),
-        },
+        "default_workers": {name: by_name(name).default_workers()
+                            for name in ("sequential", "threads", "processes", "async")},
     }
 
 

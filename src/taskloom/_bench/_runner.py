@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from .._api import imap
 from .._modes import MODE_NAMES
-from .._scheduler import Run
+from .._run._run import Run
 from .._system import usable_cpus
 from ._cpu import cpu_seconds, snapshot
 from ._machine import machine_info

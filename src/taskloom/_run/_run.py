@@ -1,8 +1,8 @@
-"""The one engine: every run, on every backend, goes through ``Run``.
+"""``Run``: every run, on every engine, goes through it.
 
 Batching, ordering, the in-flight bound, retries, timeouts, crash accounting, the error policy,
-cancellation and statistics are written here once. A backend only runs batches and reports
-events (see ``_backends/_base.py``)::
+cancellation and statistics are written here once (with the help of ``_chunker``, ``_policy`` and
+``_failures``). A backend only runs batches and reports events (see ``_backends/_base.py``)::
 
     input ──islice──> Group(start, items) ──Batch──> backend ──Done/Lost/Started──> sink
                         │    ▲                                                       │
@@ -11,7 +11,7 @@ events (see ``_backends/_base.py``)::
     caller <── values or Outcomes <── groups in input order (or as done) <──────────┘
 
 The run is pulled by its consumer: ``next()`` tops up the window from the input, then blocks on
-the sink for the next event (with a timeout when a task deadline is pending). Nothing runs in a
+the sink for the next event (until the next timer, when one is pending). Nothing runs in a
 scheduler thread of its own, so a run that nobody iterates costs nothing but its in-flight work.
 A ``Group`` is the unit of ordering: one chunk of consecutive input items. A ``Batch`` is the unit
 of dispatch: a whole group at first, single items for retries and for isolating a crash.
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import heapq
 import itertools
 import logging
 import queue
@@ -30,36 +29,26 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from ._backends._base import Backend, Batch, Done, Event, ItemError, Job, Lost, Started
-from ._errors import (
-    RemoteTraceback,
-    SerializationError,
-    TaskError,
-    TaskTimeout,
-    short_repr,
-)
-from ._outcome import Outcome
-from ._stats import Recorder, RunStatistics
+from .._backends._base import Backend, Batch, Done, Event, ItemError, Job, Lost, Started
+from .._errors import SerializationError, TaskError
+from .._outcome import Outcome
+from .._stats import Recorder, RunStatistics
+from . import _failures as failures
+from ._chunker import Chunker
+from ._policy import REAL_CLOCK, Clock, RetryPolicy, Timeline, TokenBucket, earliest
 
 if TYPE_CHECKING:
-    from ._errors_process import WorkerCrashed
+    from .._modes import Mode
+    from .._options import Options
 
-__all__ = ["Run"]
+__all__ = ["Listener", "PushSource", "Run", "Switch", "Watcher"]
 
 log = logging.getLogger("taskloom")
 T = TypeVar("T")
 
-OnError = Literal["raise", "collect"]
-
-#: Auto batching aims for batches that run this long: long enough that dispatch overhead
-#: (~50-200 us per batch on processes) is a few percent, short enough to balance the load.
-TARGET_BATCH_SECONDS = 0.05
-#: A batch never grows more than this factor over the largest one measured so far.
-MAX_GROWTH = 10
-#: Without a known input length, batches stay under this many items (memory and latency).
-MAX_UNSIZED_BATCH = 1 << 16
+Head = list[tuple[Any, Any, ItemError | None, float]]  # (item, value, error, seconds) run before the start
 
 
 class Listener(Protocol):
@@ -68,6 +57,28 @@ class Listener(Protocol):
     def update(self, done: int, failed: int) -> None: ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Switch:
+    """Run the rest on another engine: ``Run.switch_to`` takes one."""
+
+    engine: Mode
+    backend: Backend
+    advice: Any
+
+
+class Watcher(Protocol):
+    """Looks at a run's finished batches and may ask it to switch engines (auto mode)."""
+
+    def observe(self, per_task: float, tasks_done: int, remaining: int | None) -> Switch | None:
+        """A batch finished, its tasks took ``per_task`` s each; a ``Switch``, or None to stay."""
+        ...
+
+    @property
+    def finished(self) -> bool:
+        """True once it will never switch again (the run stops asking)."""
+        ...
 
 
 class _Wake:
@@ -105,78 +116,6 @@ class _Flight:
     backend: Backend  # where it runs (auto mode may switch engines once during a run)
 
 
-#: Auto mode looks again once this many tasks have run, if their time differs from the sample's
-#: by more than SWITCH_FACTOR either way.
-RECONSIDER_AFTER = 64
-SWITCH_FACTOR = 4.0
-
-Reconsider = Callable[[float, "int | None"], "tuple[Backend, Any] | None"]
-
-
-#: Retry backoff never waits longer than this.
-BACKOFF_MAX = 30.0
-
-
-def backoff_delay(base: float, attempts: int) -> float:
-    """Seconds before retry number ``attempts``: exponential, capped, with jitter.
-
-    ``base · 2^(attempts-1)``, capped at ``BACKOFF_MAX``, then scaled by a random factor in
-    [0.5, 1]: retries of many failed tasks spread out instead of hitting a struggling server
-    at the same instant ("equal jitter").
-    """
-    if base <= 0:
-        return 0.0
-    return float(min(BACKOFF_MAX, base * 2 ** (attempts - 1)) * random.uniform(0.5, 1.0))
-
-
-class TokenBucket:
-    """At most ``rate`` task starts per second, evenly spaced (a bucket of one token)."""
-
-    def __init__(self, rate: float) -> None:
-        self.interval = 1.0 / rate
-        self.next = time.monotonic()
-
-    def take(self, now: float) -> bool:
-        if now < self.next:
-            return False
-        # Strict spacing: a late wake-up does not earn a burst (a rate limit is never exceeded).
-        self.next = max(self.next, now) + self.interval
-        return True
-
-
-class Chunker:
-    """Batch size from measured per-item time (EWMA), or a fixed size."""
-
-    def __init__(self, fixed: int | None, total: int | None, workers: int) -> None:
-        self.fixed = fixed
-        self.cap = MAX_UNSIZED_BATCH
-        self.plan(total, workers)
-        self.per_item: float | None = None
-        self.largest = 1
-        self.last = fixed or 1
-
-    def plan(self, remaining: int | None, workers: int) -> None:
-        """Cap batches so the remaining work still splits into about 4 batches per worker."""
-        self.cap = MAX_UNSIZED_BATCH if remaining is None else max(1, remaining // max(1, workers * 4))
-
-    def next_size(self) -> int:
-        if self.fixed is not None:
-            return self.fixed
-        if self.per_item is None:
-            return 1
-        size = int(TARGET_BATCH_SECONDS / max(self.per_item, 1e-9))
-        size = max(1, min(size, self.largest * MAX_GROWTH, self.cap))
-        self.last = size
-        return size
-
-    def observe(self, n_items: int, elapsed: float) -> None:
-        if n_items <= 0:
-            return
-        sample = elapsed / n_items
-        self.per_item = sample if self.per_item is None else 0.5 * self.per_item + 0.5 * sample
-        self.largest = max(self.largest, n_items)
-
-
 class Run(Generic[T]):
     """A running map: an iterator over results that also reports and controls the run.
 
@@ -206,40 +145,35 @@ class Run(Generic[T]):
         fn: Callable[..., Any],
         items: Iterable[Any],
         *,
+        engine: Mode,
         backend: Backend,
+        options: Options,
         name: str,
-        chunksize: int | None,
-        ordered: bool,
-        timeout: float | None,
-        retries: int,
-        retry_on: tuple[type[BaseException], ...],
-        on_error: OnError,
-        prefetch: int | None,
-        crash_retries: int = 1,
-        rate: float | None = None,
-        backoff: float = 0.0,
         total: int | None = None,
         context: Any = None,
         advice: Any = None,
-        head: list[tuple[Any, Any, ItemError | None, float]] | None = None,
+        head: Head | None = None,
         listener: Listener | None = None,
-        reconsider: Reconsider | None = None,
+        watcher: Watcher | None = None,
+        clock: Clock = REAL_CLOCK,
+        rng: random.Random | None = None,
     ) -> None:
         self.advice = advice
         self.mode = backend.name
         self.workers = backend.workers
+        self._engine = engine
         self._backend = backend
         self._job = Job(fn, name, context)
-        self._ordered = ordered
-        self._timeout = timeout
-        self._retries = retries
-        self._retry_on = retry_on
-        self._collect = on_error == "collect"
-        self._crash_retries = crash_retries
-        self._chunker = Chunker(chunksize, total, backend.workers)
+        self._ordered = options.ordered
+        self._timeout = options.timeout
+        self._collect = options.collect
+        self._policy = RetryPolicy(options.retries, options.retry_on, options.backoff, engine.crash_retries,
+                                   rng or random.Random())
+        self._clock = clock
+        self._chunker = Chunker(options.chunksize, total, backend.workers)
         self._total = None if total is None else total + len(head or ())
-        self._prefetch = prefetch
-        self._window = backend.workers * (prefetch if prefetch is not None else backend.prefetch)
+        self._prefetch = options.prefetch
+        self._window = self._window_for(backend)
         self._sink: queue.SimpleQueue[Event | _Wake] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._source: Iterator[Any] | None = items if isinstance(items, PushSource) else iter(items)
@@ -248,7 +182,8 @@ class Run(Generic[T]):
         self._open = 0  # groups taken from the input and not yet handed out: the window
         self._hold_finished = True  # imap: finished groups behind a slow one count (memory bound)
         self._flights: dict[int, _Flight] = {}
-        self._deadlines: list[tuple[float, int]] = []
+        self._deadlines: Timeline[int] = Timeline()  # batch ids
+        self._deferred: Timeline[tuple[_Group, list[int]]] = Timeline()  # retries waiting out their backoff
         self._ready: collections.deque[list[Any]] = collections.deque()  # blocks ready to hand out
         self._current: Iterator[Any] = iter(())
         self._input_error: BaseException | None = None
@@ -257,12 +192,8 @@ class Run(Generic[T]):
         self._done = False
         self._halted = False  # a failure was recorded: nothing more is handed out
         self._listener = listener
-        self._reconsider = reconsider
-        self._bucket = None if rate is None else TokenBucket(rate)
-        self._backoff = backoff
-        self._deferred: list[tuple[float, int, _Group, list[int]]] = []  # (due, seq, group, positions)
-        self._deferred_seq = itertools.count()
-        self._deviations = 0  # batches in a row whose task time differs from the sample's
+        self._watcher = watcher
+        self._bucket = None if options.rate is None else TokenBucket(options.rate, clock.now())
         self._stats = Recorder()
         self._reported = (0, 0)  # (done, failed) last told to the listener
         self._left_at = 0.0  # when the consumer last took a block (0: not yet)
@@ -270,6 +201,9 @@ class Run(Generic[T]):
         backend.prepare(self._job)
         if head:
             self._add_head(head)
+
+    def _window_for(self, backend: Backend) -> int:
+        return backend.workers * (self._prefetch if self._prefetch is not None else backend.prefetch)
 
     # -- public ------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[T]:
@@ -319,6 +253,49 @@ class Run(Generic[T]):
         """Groups of consecutive items (batches) this run keeps in flight at most: ``workers x prefetch``."""
         return self._window
 
+    def statistics(self) -> RunStatistics:
+        """A snapshot of the run's numbers, safe to call while it runs; ``.summary()`` prints them."""
+        with self._lock:
+            return self._stats.snapshot(mode=self.mode, workers=self.workers, submitted=self._next_index,
+                                        chunksize=self._chunker.last)
+
+    def to_list(self) -> list[T]:
+        """Drain the run into a list, one block at a time (the fast path behind ``map``).
+
+        Raises:
+            TaskError: with on_error="raise", the first task that failed (the run is cancelled).
+        """
+        self._hold_finished = False
+        out: list[T] = list(self._current)
+        try:
+            while (block := self._next_block()) is not None:
+                out.extend(block)
+        except BaseException:
+            self.cancel()
+            raise
+        return out
+
+    # -- plumbing for Executor and auto mode ---------------------------------------------------
+    def switch_to(self, switch: Switch) -> None:
+        """Run what is not dispatched yet on another engine, with that engine's policies whole.
+
+        Batches in flight finish where they are; new ones (first runs, retries) go to the new
+        backend, and the new engine's crash retries, timeout words and window apply from here on.
+        Called under the run's lock (by its watcher, from ``_on_done``).
+        """
+        engine, backend = switch.engine, switch.backend
+        log.info("taskloom auto mode switches from %s to %s after %d tasks: %s",
+                 self.mode, backend.name, self._stats.completed + self._stats.failed, switch.advice)
+        backend.prepare(self._job)
+        self._engine, self._backend, self.advice = engine, backend, switch.advice
+        self._policy.crash_retries = engine.crash_retries
+        self.mode, self.workers = backend.name, backend.workers
+        self._window = self._window_for(backend)
+        self._chunker.plan(self._remaining(), backend.workers)
+
+    def _remaining(self) -> int | None:
+        return None if self._total is None else max(0, self._total - self._next_index)
+
     def _cancel_task(self, index: int) -> bool:
         """Stop the task at input position ``index`` wherever it is; False if it already ended.
 
@@ -340,20 +317,14 @@ class Run(Generic[T]):
                     found = group, positions[0]
                     break
             else:
-                for entry in self._deferred:  # waiting for a retry's backoff
-                    group, positions = entry[2], entry[3]
-                    if len(positions) == 1 and group.start + positions[0] == index:
-                        self._deferred.remove(entry)
-                        heapq.heapify(self._deferred)
-                        found = group, positions[0]
-                        break
+                entry = self._deferred.remove_where(  # waiting for a retry's backoff
+                    lambda e: len(e[1]) == 1 and e[0].start + e[1][0] == index)
+                if entry is not None:
+                    found = entry[0], entry[1][0]
             if found is None:
                 return False
             group, pos = found
-            self._final_failure(group, pos, TaskError(
-                f"task {index} ({self._job.name}) was cancelled while it ran", index=index,
-                item_repr=short_repr(group.items[pos]), attempts=group.attempts.get(pos, 1), stage=self._job.name,
-            ), 0.0)
+            self._final_failure(group, pos, failures.cancelled_error(self._at(group, pos)), 0.0)
             self._deliver(group)
         self._sink.put(_Wake())
         return True
@@ -376,12 +347,6 @@ class Run(Generic[T]):
         """
         self._sink.put(_Wake())
 
-    def statistics(self) -> RunStatistics:
-        """A snapshot of the run's numbers, safe to call while it runs; ``.summary()`` prints them."""
-        with self._lock:
-            return self._stats.snapshot(mode=self.mode, workers=self.workers, submitted=self._next_index,
-                                        chunksize=self._chunker.last)
-
     # -- consumption ---------------------------------------------------------------------------
     def _iterate(self) -> Iterator[T]:
         """What ``for`` (and ``islice``) loop over: leaving that loop early cancels the run.
@@ -400,22 +365,6 @@ class Run(Generic[T]):
         finally:
             if not self._done:
                 self.cancel()
-
-    def to_list(self) -> list[T]:
-        """Drain the run into a list, one block at a time (the fast path behind ``map``).
-
-        Raises:
-            TaskError: with on_error="raise", the first task that failed (the run is cancelled).
-        """
-        self._hold_finished = False
-        out: list[T] = list(self._current)
-        try:
-            while (block := self._next_block()) is not None:
-                out.extend(block)
-        except BaseException:
-            self.cancel()
-            raise
-        return out
 
     def _next_block(self) -> list[Any] | None:
         """The next list of results to hand out, or None at the end. Raises on failure."""
@@ -458,10 +407,7 @@ class Run(Generic[T]):
                     continue
                 self._backend.run_inline()  # sequential: the tasks run here, outside the lock
                 t_wait = time.perf_counter()
-                try:
-                    event = self._sink.get(timeout=wait)
-                except queue.Empty:
-                    event = None
+                event = self._clock.wait(self._sink, wait)
                 with self._lock:
                     t_work = time.perf_counter()
                     if self._starved:  # a pushed input (pipeline stage, Executor) kept us waiting
@@ -485,30 +431,26 @@ class Run(Generic[T]):
 
     def _wait_time(self) -> float | None:
         """How long the consumer may block on the sink before a timer needs it."""
-        timers = []
-        if self._deadlines:
-            timers.append(self._deadlines[0][0])
-        if self._deferred:
-            timers.append(self._deferred[0][0])
-        if self._bucket is not None and (self._deferred or self._source is not None):
-            timers.append(self._bucket.next)
-        if not timers:
-            return None
-        return max(0.0, min(timers) - time.monotonic())
+        bucket = None
+        if self._bucket is not None and (len(self._deferred) or self._source is not None):
+            bucket = self._bucket.next
+        due = earliest(self._deadlines.next_due(), self._deferred.next_due(), bucket)
+        return None if due is None else max(0.0, due - self._clock.now())
 
     def _release_deferred(self) -> None:
         """Submit retries whose backoff has passed (each takes a start token under ``rate``)."""
-        now = time.monotonic()
-        while self._deferred and self._deferred[0][0] <= now and not self._done:
+        now = self._clock.now()
+        while not self._done and (due := self._deferred.next_due()) is not None and due <= now:
             if self._bucket is not None and not self._bucket.take(now):
                 return
-            _, _, group, positions = heapq.heappop(self._deferred)
-            self._submit(group, positions)
+            entry = self._deferred.pop_due(now)
+            assert entry is not None
+            self._submit(*entry)
 
     # -- filling the window --------------------------------------------------------------------
     def _fill(self) -> None:
         while self._source is not None and self._in_window() < self._window and not self._done:
-            if self._bucket is not None and not self._bucket.take(time.monotonic()):
+            if self._bucket is not None and not self._bucket.take(self._clock.now()):
                 return  # rate limit: the consumer wakes when the next start is allowed
             size = self._chunker.next_size()
             items: list[Any] = []
@@ -574,7 +516,7 @@ class Run(Generic[T]):
         self._stats.batches += 1
         self._backend.submit(batch)
 
-    def _add_head(self, head: list[tuple[Any, Any, ItemError | None, float]]) -> None:
+    def _add_head(self, head: Head) -> None:
         """Results computed before the run started (auto mode's measured first tasks)."""
         items = [h[0] for h in head]
         group = _Group(0, items, [h[1] for h in head], len(items), durations=[h[3] for h in head])
@@ -582,9 +524,9 @@ class Run(Generic[T]):
         self._open += 1
         if self._ordered:
             self._groups.append(group)
-        for pos, (_item, _value, error, duration) in enumerate(head):
+        for pos, (item, _value, error, duration) in enumerate(head):
             self._stats.batch("caller", 1, duration, None)
-            self._stats.task(pos, _item, duration)
+            self._stats.task(pos, item, duration)
             if error is None:
                 self._resolve(group, pos)
             else:
@@ -602,7 +544,7 @@ class Run(Generic[T]):
             return  # cancelled or timed out already
         if isinstance(event, Started):
             if self._timeout is not None:
-                heapq.heappush(self._deadlines, (event.at + self._timeout, event.batch_id))
+                self._deadlines.add(event.at + self._timeout, event.batch_id)
             return
         del self._flights[event.batch_id]
         if isinstance(event, Done):
@@ -615,8 +557,13 @@ class Run(Generic[T]):
         group, positions = flight.group, flight.positions
         n = len(event.values)
         self._chunker.observe(n, event.elapsed)
-        if self._reconsider is not None and self._stats.completed + self._stats.failed >= RECONSIDER_AFTER:
-            self._maybe_switch(event.elapsed / max(n, 1))
+        if self._watcher is not None:
+            switch = self._watcher.observe(event.elapsed / max(n, 1), self._stats.completed + self._stats.failed,
+                                           self._remaining())
+            if self._watcher.finished:
+                self._watcher = None
+            if switch is not None:
+                self.switch_to(switch)
         self._stats.batch(event.worker, n, event.elapsed, event.durations)
         if n == 1 or event.durations is not None:
             base = list(positions) if positions is not None else range(n)
@@ -661,86 +608,37 @@ class Run(Generic[T]):
     def _on_lost(self, flight: _Flight, event: Lost) -> None:
         group = flight.group
         positions = flight.positions if flight.positions is not None else list(range(len(group.items)))
-        if (event.reason == "split" and len(positions) > 1) or (event.reason == "crash" and len(positions) > 1):
+        if event.reason in ("split", "crash") and len(positions) > 1:
             # One of these items crashed the worker or could not be (un)pickled, and we cannot
             # tell which: run them one by one; no attempt is counted for the shared failure.
             for pos in positions:
                 self._submit(group, [pos])
             return
         if event.reason == "function":
-            self._failure = SerializationError(
-                f"the function {self._job.name} could not be unpickled in a worker process: {event.detail}. "
-                "Is its module importable there (not defined in an interactive session or a notebook "
-                "cell that the worker cannot import)?",
-                what="function",
-            )
+            self._failure = failures.function_error(self._job.name, event.detail)
             self._cancel_flights()
             return
         if event.reason == "crash":
             self._stats.crashed += 1
         for pos in positions:
+            at = self._at(group, pos)
             if event.reason == "crash":
                 history = group.crashes.setdefault(pos, [])
                 history.append((event.pid or 0, event.exitcode))
-                error: ItemError | TaskError = self._crash_error(group, pos, event, history)
-                if len(history) <= self._crash_retries:
-                    group.attempts[pos] = group.attempts.get(pos, 1) + 1
+                if self._policy.retries_crash(len(history)):
+                    group.attempts[pos] = at.attempts + 1
                     self._stats.retried += 1
                     self._submit(group, [pos])
                     continue
-                self._final_failure(group, pos, error, 0.0)
+                self._final_failure(group, pos, failures.crash_error(at, event.detail, history), 0.0)
             elif event.reason in ("item", "result"):
-                what = "argument" if event.reason == "item" else "result"
-                detail = event.detail.removeprefix(f"the {event.reason} ")  # not "the result the result"
-                err = SerializationError(
-                    f"task {group.start + pos} of {self._job.name}: the {what} {detail}",
-                    what=event.reason, index=group.start + pos,
-                    item_repr=short_repr(group.items[pos]), attempts=group.attempts.get(pos, 1),
-                    stage=self._job.name,
-                )
-                self._final_failure(group, pos, err, 0.0)
+                self._final_failure(group, pos, failures.pickling_error(at, event), 0.0)
             else:  # broken pool
-                err2 = TaskError(
-                    f"task {group.start + pos} of {self._job.name} could not run: {event.detail}",
-                    index=group.start + pos, item_repr=short_repr(group.items[pos]),
-                    attempts=group.attempts.get(pos, 1), stage=self._job.name,
-                )
-                # The cause is the stdlib's word for it, which an Executor's future raises.
-                err2.__cause__ = broken_pool_error(self.mode, event.detail)
-                err2._pool_broken = True
-                self._final_failure(group, pos, err2, 0.0)
-
-    def _maybe_switch(self, per_item: float) -> None:
-        """Auto mode: if tasks now take much longer or shorter than sampled, choose again, once.
-
-        It takes two batches in a row that differ: the first one where the change shows is
-        usually a mix of old and new tasks, and its average would understate the change.
-        """
-        sampled = self.advice.measurements.get("seconds_per_task", 0.0) if self.advice is not None else 0.0
-        if self._reconsider is None or sampled <= 0 or 1 / SWITCH_FACTOR < per_item / sampled < SWITCH_FACTOR:
-            self._deviations = 0
-            return
-        self._deviations += 1
-        if self._deviations < 2:
-            return
-        reconsider, self._reconsider = self._reconsider, None
-        remaining = None if self._total is None else max(0, self._total - self._next_index)
-        choice = reconsider(per_item, remaining)
-        if choice is None:
-            return
-        backend, advice = choice
-        log.info("taskloom auto mode switches from %s to %s after %d tasks: %s",
-                 self.mode, backend.name, self._stats.completed + self._stats.failed, advice)
-        backend.prepare(self._job)
-        self._backend, self.advice = backend, advice
-        self.mode, self.workers = backend.name, backend.workers
-        self._window = backend.workers * (self._prefetch if self._prefetch is not None else backend.prefetch)
-        self._chunker.plan(remaining, backend.workers)
+                self._final_failure(group, pos, failures.not_run_error(at, event.detail, self._engine), 0.0)
 
     def _check_deadlines(self) -> None:
-        now = time.monotonic()
-        while self._deadlines and self._deadlines[0][0] <= now:
-            _, batch_id = heapq.heappop(self._deadlines)
+        now = self._clock.now()
+        while (batch_id := self._deadlines.pop_due(now)) is not None:
             flight = self._flights.pop(batch_id, None)
             if flight is None:
                 continue
@@ -751,6 +649,12 @@ class Run(Generic[T]):
             self._deliver(group)
 
     # -- per-item accounting -----------------------------------------------------------------
+    def _at(self, group: _Group, pos: int) -> failures.At:
+        return failures.At(self._job.name, group.start + pos, group.items[pos], group.attempts.get(pos, 1))
+
+    def _timeout_error(self, group: _Group, pos: int) -> TaskError:
+        return failures.timeout_error(self._at(group, pos), self._timeout or 0.0, self._engine)
+
     def _resolve(self, group: _Group, pos: int) -> None:
         group.remaining -= 1
         self._stats.completed += 1
@@ -760,21 +664,18 @@ class Run(Generic[T]):
     ) -> None:
         attempts = attempts_so_far or group.attempts.get(pos, 1)
         original = error.exception if isinstance(error, ItemError) else error
-        if attempts <= self._retries and isinstance(original, self._retry_on) and not isinstance(
-            original, SerializationError
-        ):
+        if self._policy.retries_error(original, attempts, never=SerializationError):
             group.attempts[pos] = attempts + 1
             self._stats.retried += 1
-            if self._backoff > 0 or self._bucket is not None:
-                due = time.monotonic() + backoff_delay(self._backoff, attempts)
-                heapq.heappush(self._deferred, (due, next(self._deferred_seq), group, [pos]))
+            if self._policy.backoff > 0 or self._bucket is not None:
+                self._deferred.add(self._clock.now() + self._policy.delay(attempts), (group, [pos]))
             else:
                 self._submit(group, [pos])
             return
         self._final_failure(group, pos, error, duration)
 
     def _final_failure(self, group: _Group, pos: int, error: ItemError | TaskError, duration: float) -> None:
-        task_error = error if isinstance(error, TaskError) else self._task_error(group, pos, error)
+        task_error = error if isinstance(error, TaskError) else failures.task_error(self._at(group, pos), error)
         group.errors[pos] = task_error
         group.values[pos] = None
         group.remaining -= 1
@@ -783,60 +684,6 @@ class Run(Generic[T]):
             self._failure = task_error
             self._halt_at(group, pos)
             self._cancel_flights()
-
-    def _task_error(self, group: _Group, pos: int, error: ItemError) -> TaskError:
-        exc = error.exception
-        index = group.start + pos
-        attempts = group.attempts.get(pos, 1)
-        if isinstance(exc, TaskError):
-            # Raised by taskloom itself where the task ran (a result that could not be pickled):
-            # it is the error, with this run's coordinates filled in.
-            exc.args = (f"task {index} ({self._job.name}) on item {short_repr(group.items[pos])}: {exc}",)
-            exc.index, exc.item_repr = index, short_repr(group.items[pos])
-            exc.attempts, exc.stage = attempts, self._job.name
-            return exc
-        tries = f" after {attempts} attempts" if attempts > 1 else ""
-        remote_tb = error.traceback if error.remote else None
-        if remote_tb:
-            # As concurrent.futures does: the worker's traceback hangs under the exception.
-            exc.__cause__ = RemoteTraceback(remote_tb)
-        err = TaskError(
-            f"task {index} ({self._job.name}) failed{tries} on item {short_repr(group.items[pos])}: "
-            f"{type(exc).__name__}: {exc}",
-            index=index, item_repr=short_repr(group.items[pos]), attempts=attempts,
-            remote_traceback=remote_tb, stage=self._job.name,
-        )
-        err.__cause__ = exc
-        return err
-
-    def _timeout_error(self, group: _Group, pos: int) -> TaskTimeout:
-        index = group.start + pos
-        how = {
-            "processes": "its worker process was terminated and replaced",
-            "threads": "its thread cannot be stopped and runs on; its result will be ignored",
-            "async": "the coroutine was cancelled",
-            "sequential": "it ran to the end in the caller's thread (the sequential mode cannot interrupt it)",
-        }.get(self.mode, "it was abandoned")
-        return TaskTimeout(
-            f"task {index} ({self._job.name}) on item {short_repr(group.items[pos])} ran past its "
-            f"timeout of {self._timeout:g} s: {how}",
-            timeout=self._timeout, index=index, item_repr=short_repr(group.items[pos]),
-            attempts=group.attempts.get(pos, 1), stage=self._job.name,
-        )
-
-    def _crash_error(
-        self, group: _Group, pos: int, event: Lost, history: list[tuple[int, int | None]]
-    ) -> WorkerCrashed:
-        from ._errors_process import WorkerCrashed  # also a BrokenProcessPool: imported when needed
-
-        index = group.start + pos
-        runs = "; ".join(f"pid {pid}: {_exit_text(code)}" if pid else "a remote worker" for pid, code in history)
-        return WorkerCrashed(
-            f"task {index} ({self._job.name}) on item {short_repr(group.items[pos])} crashed its worker "
-            f"{len(history)} time(s) ({runs}). {event.detail}",
-            history=history, index=index, item_repr=short_repr(group.items[pos]),
-            attempts=group.attempts.get(pos, 1), stage=self._job.name,
-        )
 
     def _cancel_flights(self) -> None:
         by_backend: dict[int, tuple[Backend, list[Batch]]] = {}
@@ -892,26 +739,3 @@ class Run(Generic[T]):
             self._ready.append(block)
         elif not group.errors:
             self._ready.append(group.values)
-
-
-def broken_pool_error(mode: str, detail: str) -> BaseException:
-    """The stdlib's exception for a pool that can run nothing: what an Executor's future raises."""
-    from concurrent.futures import BrokenExecutor
-    from concurrent.futures.process import BrokenProcessPool
-    from concurrent.futures.thread import BrokenThreadPool
-
-    cls = {"processes": BrokenProcessPool, "threads": BrokenThreadPool}.get(mode, BrokenExecutor)
-    return cls(detail)
-
-
-def _exit_text(code: int | None) -> str:
-    if code is None:
-        return "unknown exit"
-    if code < 0:
-        import signal
-
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"

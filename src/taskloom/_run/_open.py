@@ -1,0 +1,84 @@
+"""``open_run``: the one way a run starts, for ``map``, ``imap``, ``amap``, ``Executor`` and pipeline stages.
+
+It asks the mode for every engine fact (which callables it runs, its batching rule, whether tasks
+see the caller's context, its backend) and never which mode it has. ``mode="auto"`` is handed to
+``_workload``, which measures, chooses an engine, and watches the run for a second look.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Hashable, Iterable, Sized
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from .._callables import fn_name, is_coroutine_function
+from .._options import Options
+from .._pools import get_backend
+from .._progress import make_listener
+from .._workload import MAX_IO_THREADS, Reconsider, choose
+from ._run import Run
+
+if TYPE_CHECKING:
+    import asyncio  # not at run time: a first map on threads does not pay for asyncio
+
+
+class CallerLoop(NamedTuple):
+    """The event loop ``amap``/``aimap`` were awaited on, and the thread that runs it."""
+
+    loop: asyncio.AbstractEventLoop
+    thread: int
+
+
+def open_run(fn: Any, items: Iterable[Any], options: Options, *, name: str | None = None,
+             slot: Hashable = None, caller_loop: CallerLoop | None = None) -> Run[Any]:
+    """Start applying ``fn`` to ``items`` as ``options`` say; the run is pulled by its consumer.
+
+    Args:
+        fn: the function (already checked callable by ``Options.build``).
+        items: any iterable, or a ``PushSource`` (Executor, pipeline stage input).
+        options: the run's checked options.
+        name: the run's name in errors and statistics (default: ``fn``'s).
+        slot: keeps this run's pool apart from others of the same engine (a pipeline stage's position).
+        caller_loop: ``amap``/``aimap``: an engine that can run on the caller's loop does.
+
+    Raises:
+        TypeError: ``items`` is not iterable.
+        ValueError: ``fn`` is a kind of callable the engine cannot run.
+        SerializationError: the function cannot be sent to worker processes.
+    """
+    try:
+        source = iter(items)
+    except TypeError:
+        raise TypeError(f"items must be iterable, got {type(items).__name__}") from None
+    label = name or fn_name(fn)
+    engine = options.mode
+    coroutine = is_coroutine_function(fn)
+    engine.check_function(label, coroutine)
+    total = len(items) if isinstance(items, Sized) else None
+    workers = options.workers
+    advice = head = watcher = None
+    if engine.measures:
+        # While the first sample task waits, a few more may start beside it (never under a rate
+        # limit or a timeout, which sample tasks would not respect).
+        overlap = 0 if options.rate is not None or options.timeout is not None else (workers or MAX_IO_THREADS) - 1
+        choice = choose(fn, source, total, workers, coroutine, overlap)
+        engine, advice, head, workers = choice.engine, choice.advice, choice.head, choice.workers
+        if total is not None and head:
+            total -= len(head)
+        if choice.sample is not None:
+            watcher = Reconsider(fn, choice.sample, advice, lambda e, w: get_backend(e, w, slot))
+    if workers is None:
+        workers = engine.default_workers()
+    if engine.one_task_per_batch and options.chunksize is None:
+        options = options.replace(chunksize=1)
+    backend = engine.open_on_loop(caller_loop.loop, caller_loop.thread, workers) if caller_loop else None
+    if backend is None:
+        backend = get_backend(engine, workers, slot)
+    listener = make_listener(options.progress, label, engine.name, backend.workers,
+                             None if total is None else total + len(head or ()))
+    return Run(
+        fn, source, engine=engine, backend=backend, options=options, name=label, total=total,
+        # A run that may switch engines keeps the caller's context too (it may move to threads).
+        context=contextvars.copy_context() if engine.sees_caller_context or watcher is not None else None,
+        advice=advice, head=head, listener=listener, watcher=watcher,
+    )
