@@ -247,6 +247,25 @@ def array_total(array: Any, i: int) -> float:
     return float(array.sum()) + i
 
 
+def run_in_own_session(args: list[str], cwd: Any, env: dict[str, str] | None = None,
+                       timeout: float = 120) -> tuple[int, str, str, int]:
+    """Run ``args`` in a session of its own; (returncode, stdout, stderr, pid). On a timeout,
+    everything of that session is killed (nothing is left behind) and the return code is -9."""
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:  # timed out: leave nothing behind, then fail
+            for pid in session_members(proc.pid):
+                os.kill(pid, signal.SIGKILL)
+            out, err = proc.communicate()
+    return proc.returncode, out, err, proc.pid
+
+
 def session_members(sid: int) -> list[int]:
     """Pids of the live (not zombie) processes of session ``sid``: what a child started with
     ``start_new_session=True`` left behind, its own descendants included."""

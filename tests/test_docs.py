@@ -27,10 +27,7 @@ import ast
 import importlib
 import importlib.util
 import inspect
-import os
 import re
-import signal
-import subprocess
 import sys
 import urllib.parse
 from collections.abc import Iterator
@@ -44,7 +41,7 @@ import pytest
 import taskloom
 import taskloom.joblib
 import taskloom.testing
-from tests.helpers import poll_until, session_members
+from tests.helpers import poll_until, run_in_own_session, session_members
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -281,19 +278,11 @@ def test_code_blocks_run(page: Path, tmp_path: Path) -> None:
     in a session of its own: nothing it starts may outlive it)."""
     script = tmp_path / f"{page.stem.replace('-', '_')}_md.py"
     script.write_text(page_script(page.read_text(encoding="utf-8")) or "", encoding="utf-8")
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=tmp_path, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:  # timed out: leave nothing behind, then fail
-            for pid in session_members(proc.pid):
-                os.kill(pid, signal.SIGKILL)
-            proc.communicate()
+    returncode, out, err, pid = run_in_own_session([sys.executable, str(script)], cwd=tmp_path)
     where = page.relative_to(ROOT)
-    assert proc.returncode == 0, (f"the code blocks of {where} failed (line numbers are the page's; mark a "
+    assert returncode == 0, (f"the code blocks of {where} failed (line numbers are the page's; mark a "
                                   f"block that is not meant to run <!-- fragment -->):\n{out[-2000:]}\n{err[-3000:]}")
-    assert poll_until(lambda: not session_members(proc.pid), timeout=10), f"{where} left processes behind"
+    assert poll_until(lambda: not session_members(pid), timeout=10), f"{where} left processes behind"
 
 
 # -- charts ---------------------------------------------------------------------------------------------------

@@ -9,14 +9,12 @@ a session of its own, and the test checks that no process of that session outliv
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import poll_until, session_members
+from tests.helpers import poll_until, run_in_own_session, session_members
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -102,18 +100,10 @@ def test_every_example_is_in_the_user_guide() -> None:
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_example_runs_and_shows_its_point(name: str) -> None:
     env = {**os.environ, "TASKLOOM_SMALL": "1"}
-    proc = subprocess.Popen([sys.executable, str(EXAMPLES / name)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:  # timed out: leave nothing behind, then fail
-            for pid in session_members(proc.pid):
-                os.kill(pid, signal.SIGKILL)
-            proc.communicate()
-    assert proc.returncode == 0, f"{name} failed:\n{out[-3000:]}\n{err[-3000:]}"
+    returncode, out, err, pid = run_in_own_session([sys.executable, str(EXAMPLES / name)], cwd=ROOT, env=env)
+    assert returncode == 0, f"{name} failed:\n{out[-3000:]}\n{err[-3000:]}"
     for fragment in EXPECTED[name]:
         assert fragment in out, f"{name} did not print {fragment!r}:\n{out}"
     assert "leaked" not in err, f"{name} leaked a resource:\n{err}"
-    assert poll_until(lambda: not session_members(proc.pid), timeout=10), (
-        f"{name} left processes behind: {session_members(proc.pid)}")
+    assert poll_until(lambda: not session_members(pid), timeout=10), (
+        f"{name} left processes behind: {session_members(pid)}")
