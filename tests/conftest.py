@@ -4,12 +4,14 @@
   taskloom's own fork server included (multiprocessing's forkserver and resource tracker excepted:
   they are multiprocessing's, process-wide and shared; tests with ``start_method`` start them).
 * ``backend``: the shared behaviour tests run once per engine.
+* At start: a SIGINT that this process inherited as *ignored* is restored (see below).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -22,6 +24,13 @@ from tests.helpers import MODES
 
 #: How long children may take to exit after ``taskloom.shutdown()``.
 CHILD_EXIT_GRACE = 5.0
+
+# A shell that starts a command in the background (`make test &`, `nohup ... &`, some CI runners)
+# starts it with SIGINT ignored, and an ignored signal stays ignored across exec: every script the
+# tests start would then ignore Ctrl-C, and Python would not even install its KeyboardInterrupt
+# handler. The tests of what Ctrl-C does need what a terminal gives: the default disposition.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _is_shared_helper(proc: psutil.Process, me: int) -> bool:

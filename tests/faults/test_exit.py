@@ -80,7 +80,12 @@ def _run(tmp_path: Path, case: str, **env_vars: str) -> tuple[subprocess.Complet
             time.sleep(0.01)
         t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=60)
+        try:
+            stdout, stderr = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # leave nothing behind, then say what happened
+            stdout, stderr = proc.communicate()
+            pytest.fail(f"the program did not end within 60 s of Ctrl-C; its stderr:\n{stderr[-3000:]}")
         result = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     else:
         result = subprocess.run([sys.executable, str(script), str(out), case], capture_output=True, text=True,
