@@ -61,7 +61,7 @@ class Listener(Protocol):
 
 @dataclass(frozen=True)
 class Switch:
-    """Run the rest on another engine: ``Run.switch_to`` takes one."""
+    """Run the rest on another engine: ``Run._switch_to`` takes one."""
 
     engine: Mode
     backend: Backend
@@ -276,12 +276,12 @@ class Run(Generic[T]):
         return out
 
     # -- plumbing for Executor and auto mode ---------------------------------------------------
-    def switch_to(self, switch: Switch) -> None:
+    def _switch_to(self, switch: Switch) -> None:
         """Run what is not dispatched yet on another engine, with that engine's policies whole.
 
         Batches in flight finish where they are; new ones (first runs, retries) go to the new
         backend, and the new engine's crash retries, timeout words and window apply from here on.
-        Called under the run's lock (by its watcher, from ``_on_done``).
+        Called under the run's lock, from ``_on_done``, when the watcher asks for it.
         """
         engine, backend = switch.engine, switch.backend
         log.info("taskloom auto mode switches from %s to %s after %d tasks: %s",
@@ -563,7 +563,7 @@ class Run(Generic[T]):
             if self._watcher.finished:
                 self._watcher = None
             if switch is not None:
-                self.switch_to(switch)
+                self._switch_to(switch)
         self._stats.batch(event.worker, n, event.elapsed, event.durations)
         if n == 1 or event.durations is not None:
             base = list(positions) if positions is not None else range(n)
