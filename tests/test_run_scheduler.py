@@ -167,6 +167,7 @@ def test_a_crashed_batch_is_split_and_only_the_culprit_is_retried_then_reported(
     # The shared crash of the batch counts against no item; alone, the culprit ran twice (1 retry).
     assert h.backend.attempts == {0: 2, 1: 2, 2: 3, 3: 1}  # 3 never ran in the crashed batch
     assert outcomes[2].attempts == 2
+    assert h.run.statistics().crashed == 3  # every worker death counts, the batch's included
 
 
 def test_crash_retries_come_from_the_engine() -> None:

@@ -608,6 +608,8 @@ class Run(Generic[T]):
     def _on_lost(self, flight: _Flight, event: Lost) -> None:
         group = flight.group
         positions = flight.positions if flight.positions is not None else list(range(len(group.items)))
+        if event.reason == "crash":
+            self._stats.crashed += 1  # a worker died under this run's tasks, whatever happens next
         if event.reason in ("split", "crash") and len(positions) > 1:
             # One of these items crashed the worker or could not be (un)pickled, and we cannot
             # tell which: run them one by one; no attempt is counted for the shared failure.
@@ -618,8 +620,6 @@ class Run(Generic[T]):
             self._failure = failures.function_error(self._job.name, event.detail)
             self._cancel_flights()
             return
-        if event.reason == "crash":
-            self._stats.crashed += 1
         for pos in positions:
             at = self._at(group, pos)
             if event.reason == "crash":
