@@ -248,7 +248,7 @@ def test_dumps_sends_a_main_function_by_value_wherever_it_is(main_defs: dict[str
 
 def test_a_scikit_learn_task_is_pickled_once(by_value_calls: list[Any]) -> None:
     # What made every scikit-learn task pickle twice: its warning filters say "__main__".
-    sklearn = pytest.importorskip("sklearn")
+    import sklearn  # a test dependency (make test installs it): never skipped
     from sklearn.svm import SVC
     from sklearn.utils.parallel import _FuncWrapper
 

@@ -404,8 +404,7 @@ class Executor(concurrent.futures.Executor):
         if cancel_running and not engine.stops_running_tasks:
             raise ValueError(f"cancel_running=True needs mode 'processes' (only a process task can be stopped "
                              f"while it runs), got mode {engine.name!r}")
-        self._workers = workers if workers is not None else engine.default_workers()
-        self._options = options.replace(workers=self._workers)
+        self._options = options.replace(workers=engine.default_workers() if workers is None else workers)
         self._mode = engine
         self._pickled = engine.pickles_calls
         self._future_type: type[_Future] = _KillableFuture if cancel_running else _Future

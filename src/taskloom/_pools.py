@@ -29,8 +29,7 @@ _pools: dict[Hashable, Backend] = {}
 _keep: list[object] = []  # configs whose id() is part of a key stay alive with their pool
 
 
-def _key(mode: Mode, workers: int, depth: int, slot: Hashable) -> Hashable:
-    engine = mode.pool_key()
+def _key(mode: Mode, engine: Hashable, workers: int, depth: int, slot: Hashable) -> Hashable:
     key: Hashable = (type(mode).__name__, engine, workers, depth, slot)
     try:
         hash(key)
@@ -50,9 +49,10 @@ def get_backend(mode: Mode, workers: int, slot: Hashable = None) -> Backend:
     # A map called from a pool thread (or the loop thread) gets a pool one level deeper: queueing
     # behind the very tasks that wait for it would deadlock. Processes are separate anyway.
     depth = nesting_depth() if mode.pool_per_depth else 0
-    if mode.pool_key() is None:  # nothing worth keeping warm (sequential)
+    engine = mode.pool_key()
+    if engine is None:  # nothing worth keeping warm (sequential)
         return mode.open_backend(workers, depth)
-    key = _key(mode, workers, depth, slot)
+    key = _key(mode, engine, workers, depth, slot)
     with _lock:
         backend = _pools.get(key)
         if backend is None:

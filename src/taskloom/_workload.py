@@ -53,13 +53,13 @@ from typing import TYPE_CHECKING, Any
 from ._backends._base import ItemError
 from ._callables import function_pickles, is_coroutine_function
 from ._modes import by_name
+from ._run._run import Switch
 from ._stats import _fmt as format_seconds
 from ._system import ASYNC_DEFAULT_WORKERS, default_threads, gil_enabled, in_worker, usable_cpus
 
 if TYPE_CHECKING:
     from ._backends._base import Backend
     from ._modes import Mode
-    from ._run._run import Switch
 
 __all__ = ["Advice", "advise"]
 
@@ -655,8 +655,6 @@ class Reconsider:
 
     def observe(self, per_task: float, tasks_done: int, remaining: int | None) -> Switch | None:
         """A batch finished; its tasks took ``per_task`` seconds each, ``tasks_done`` have ended so far."""
-        from ._run._run import Switch
-
         sampled = self._sample.per_task
         if tasks_done < RECONSIDER_AFTER or sampled <= 0 or 1 / SWITCH_FACTOR < per_task / sampled < SWITCH_FACTOR:
             self._deviations = 0
