@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.helpers import write_marker
+
 
 def sleep_and_print(seconds: float, message: str) -> None:
     """CPython's test_concurrent_futures.sleep_and_print."""
@@ -41,9 +43,7 @@ def wait_for_file(path: str, timeout: float) -> bool:
 
 def announce_then_wait(started: str, go: str, timeout: float) -> int:
     """Write this process's pid to ``started`` (atomically), then wait for ``go``; the pid."""
-    temporary = f"{started}.{os.getpid()}.tmp"
-    Path(temporary).write_text(str(os.getpid()))
-    os.replace(temporary, started)
+    write_marker(started)
     wait_for_file(go, timeout)
     return os.getpid()
 

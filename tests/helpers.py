@@ -226,6 +226,24 @@ def poll_until(predicate: Callable[[], bool], timeout: float, interval: float = 
 
 
 
+# -- marker files: a worker says "I started" and who it is -------------------------------------------
+def write_marker(path: str | os.PathLike[str], text: str | None = None) -> None:
+    """Write ``text`` (default: this process's pid) to ``path`` atomically.
+
+    A test that polls for the file never reads it half-written: the text goes to a dot-file beside it
+    first and is renamed into place. Readers skip dot-files (``read_markers``).
+    """
+    final = Path(path)
+    temporary = final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    temporary.write_text(str(os.getpid()) if text is None else text)
+    os.replace(temporary, final)
+
+
+def read_markers(directory: str | os.PathLike[str], pattern: str = "*") -> dict[str, str]:
+    """``{name: text}`` of the markers in ``directory`` matching ``pattern`` (dot-files skipped)."""
+    return {p.name: p.read_text() for p in sorted(Path(directory).glob(pattern)) if not p.name.startswith(".")}
+
+
 # -- a per-worker initializer (Processes(initializer=...)) -------------------------------------------
 _WORKER_STATE: dict[str, Any] = {"value": None, "calls": 0}
 

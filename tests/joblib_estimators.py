@@ -15,6 +15,8 @@ from typing import Any
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.tree import DecisionTreeClassifier
 
+from tests.helpers import write_marker
+
 
 class _Tree(ClassifierMixin, BaseEstimator):
     """A deterministic tree classifier; subclasses misbehave in ``_before_fit``."""
@@ -41,7 +43,7 @@ class CrashOnceTree(_Tree):
 
     def _before_fit(self) -> None:
         if self.marker and not os.path.exists(self.marker):
-            Path(self.marker).write_text(str(os.getpid()))
+            write_marker(self.marker)
             os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -69,6 +71,6 @@ class HangingTree(_Tree):
     def _before_fit(self) -> None:
         if self.started_dir:
             name = f"{'hang' if self.hang else 'fit'}-{os.getpid()}-{threading.get_ident()}-{id(self)}"
-            Path(self.started_dir, name).write_text(str(os.getpid()))
+            write_marker(Path(self.started_dir, name))
         if self.hang:
             threading.Event().wait()

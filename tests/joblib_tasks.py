@@ -12,6 +12,8 @@ import signal
 import threading
 from pathlib import Path
 
+from tests.helpers import write_marker
+
 
 # -- plain joblib tasks -----------------------------------------------------------------------------------
 def square(i: int) -> int:
@@ -41,14 +43,14 @@ def fail_once(marker: str, i: int) -> int:
     """Raise on the first call (no ``marker`` file yet), return ``i`` after."""
     path = Path(marker)
     if not path.exists():
-        path.write_text("failed once")
+        write_marker(path, "failed once")
         raise RuntimeError(f"first attempt of task {i} fails")
     return i
 
 
 def hang_if(hang: bool, started_dir: str, i: int) -> int:
     """Write ``started_dir/<i>`` (holding this pid) and, when ``hang``, never return."""
-    Path(started_dir, str(i)).write_text(str(os.getpid()))
+    write_marker(Path(started_dir, str(i)))
     if hang:
         threading.Event().wait()
     return i

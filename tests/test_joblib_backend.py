@@ -34,7 +34,7 @@ import taskloom
 import taskloom.joblib
 from tests import joblib_estimators as je
 from tests import joblib_tasks as jt
-from tests.helpers import poll_until, session_members
+from tests.helpers import poll_until, read_markers, session_members
 
 ROOT = Path(__file__).resolve().parent.parent
 CPUS = taskloom.Processes().default_workers()
@@ -72,10 +72,10 @@ def _same(a: list[float], b: list[float]) -> bool:
     return len(a) == len(b) and all((math.isnan(x) and math.isnan(y)) or x == y for x, y in zip(a, b, strict=True))
 
 
-def _wait_for_files(folder: Path, n: int, timeout: float = 30.0) -> list[Path]:
-    assert poll_until(lambda: len(list(folder.iterdir())) >= n, timeout=timeout), (
-        f"{n} task(s) did not start within {timeout} s: {sorted(p.name for p in folder.iterdir())}")
-    return sorted(folder.iterdir())
+def _wait_for_markers(folder: Path, n: int, timeout: float = 30.0) -> dict[str, str]:
+    assert poll_until(lambda: len(read_markers(folder)) >= n, timeout=timeout), (
+        f"{n} task(s) did not start within {timeout} s: {sorted(read_markers(folder))}")
+    return read_markers(folder)
 
 
 # -- registration, the 10,000 tiny tasks, n_jobs -------------------------------------------------------------
@@ -227,7 +227,7 @@ def test_a_hung_fit_is_killed_and_reported_as_task_timeout(tmp_path: Path) -> No
     assert info.value.timeout == 2.0
     assert info.value.index == 3 + int(message.split("split ")[1][0]) - 1  # candidate 2 comes after 3 splits of 1
     # The hung fits' workers were killed (by the timeout or by joblib's abort), not left running.
-    hung = {int(p.read_text()) for p in tmp_path.glob("hang-*")}
+    hung = {int(pid) for pid in read_markers(tmp_path, "hang-*").values()}
     assert hung
     assert os.getpid() not in hung
     assert poll_until(lambda: not (hung & _children()), timeout=10), "a hung worker is still alive"
@@ -304,9 +304,9 @@ def test_ctrl_c_stops_a_search_and_leaves_no_process_behind(tmp_path: Path) -> N
     with subprocess.Popen([sys.executable, str(script), str(started)], cwd=ROOT, env=env, start_new_session=True,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
         try:
-            _wait_for_files(started, 2, timeout=45)  # both workers are inside a fit that never returns
+            # Both workers are inside a fit that never returns.
+            workers = {int(pid) for pid in _wait_for_markers(started, 2, timeout=45).values()}
             family = psutil.Process(proc.pid).children(recursive=True)
-            workers = {int(p.read_text()) for p in started.iterdir()}
             assert workers <= {p.pid for p in family}
             os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
             try:
@@ -343,14 +343,19 @@ def test_leaving_a_generator_early_kills_the_calls_still_running(tmp_path: Path,
     with joblib.parallel_config(backend="taskloom", n_jobs=2):
         gen = joblib.Parallel(return_as=return_as, batch_size=1)(
             joblib.delayed(jt.hang_if)(i > 0, str(tmp_path), i) for i in range(6))
-        assert next(gen) == 0
-        # Both workers inside a hung call (task 0 returns; 1 and 2 start next, one per worker).
-        assert poll_until(lambda: len([p for p in tmp_path.iterdir() if p.name != "0"]) >= 2, timeout=30)
-        running = {int(p.read_text()) for p in tmp_path.iterdir() if p.name != "0"}
-        assert len(running) == 2
-        assert os.getpid() not in running
-        with pytest.warns(UserWarning, match="cancelled"):
-            gen.close()  # joblib aborts the call: taskloom kills the workers running hung calls
+        try:
+            assert next(gen) == 0
+            # Both workers inside a hung call (task 0 returns; 1 and 2 start next, one per worker).
+            assert poll_until(lambda: len(read_markers(tmp_path, "[!0]*")) >= 2, timeout=30)
+            running = {int(pid) for pid in read_markers(tmp_path, "[!0]*").values()}
+            assert len(running) == 2
+            assert os.getpid() not in running
+            with pytest.warns(UserWarning, match="cancelled"):
+                gen.close()  # joblib aborts the call: taskloom kills the workers running hung calls
+        finally:
+            with warnings.catch_warnings():  # a failed assertion above: still stop the calls, quietly
+                warnings.simplefilter("ignore")
+                gen.close()
     assert poll_until(lambda: not (running & _children()), timeout=10), "a hung call's worker is still alive"
 
 
@@ -431,7 +436,7 @@ def test_taskloom_shutdown_under_a_running_call_raises_instead_of_hanging(tmp_pa
     with joblib.parallel_config(backend="taskloom", n_jobs=2):
         gen = joblib.Parallel(return_as="generator", batch_size=1)(
             joblib.delayed(jt.hang_if)(True, str(tmp_path), i) for i in range(6))
-        _wait_for_files(tmp_path, 2)
+        _wait_for_markers(tmp_path, 2)
         taskloom.shutdown()  # the pool goes away under the two hung calls
         with pytest.raises(BrokenProcessPool):
             list(gen)

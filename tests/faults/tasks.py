@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tests.helpers import write_marker
+
 #: How long a "hanging" task sleeps: far past any bound in the tests, so only a kill ends it early.
 HANG_SECONDS = 300.0
 
@@ -26,17 +28,14 @@ HANG_SECONDS = 300.0
 # -- handshakes ------------------------------------------------------------------------------------
 def mark(directory: str, tag: str) -> int:
     """Write this process's pid to ``<directory>/<tag>-<pid>``; return the pid."""
-    pid = os.getpid()
-    final = Path(directory, f"{tag}-{pid}")
-    tmp = Path(directory, f".{tag}-{pid}.tmp")
-    tmp.write_text(str(pid))
-    tmp.rename(final)  # atomic: the test never reads a half-written file
-    return pid
+    write_marker(Path(directory, f"{tag}-{os.getpid()}"))
+    return os.getpid()
 
 
 def marks(directory: str, tag: str) -> list[int]:
     """Pids that called ``mark(directory, tag)``, oldest first."""
-    files = sorted(Path(directory).glob(f"{tag}-*"), key=lambda p: p.stat().st_mtime_ns)
+    files = sorted((p for p in Path(directory).glob(f"{tag}-*") if not p.name.startswith(".")),
+                   key=lambda p: p.stat().st_mtime_ns)
     return [int(p.read_text()) for p in files]
 
 
