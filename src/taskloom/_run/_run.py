@@ -19,7 +19,6 @@ of dispatch: a whole group at first, single items for retries and for isolating 
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import itertools
 import logging
@@ -28,15 +27,15 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from .._backends._base import Backend, Batch, Done, Event, ItemError, Job, Lost, Started
 from .._errors import SerializationError, TaskError
-from .._outcome import Outcome
 from .._stats import Recorder, RunStatistics
 from . import _failures as failures
 from ._chunker import Chunker
+from ._delivery import Delivery, Group
 from ._policy import REAL_CLOCK, Clock, RetryPolicy, Timeline, TokenBucket, earliest
 
 if TYPE_CHECKING:
@@ -97,21 +96,9 @@ class PushSource(Iterator[Any]):
 
 
 @dataclass(eq=False)
-class _Group:
-    start: int
-    items: list[Any]
-    values: list[Any]
-    remaining: int
-    errors: dict[int, TaskError] = field(default_factory=dict)
-    attempts: dict[int, int] = field(default_factory=dict)  # pos -> runs so far (absent: 1)
-    crashes: dict[int, list[tuple[int, int | None]]] = field(default_factory=dict)
-    durations: list[float] | None = None
-
-
-@dataclass(eq=False)
 class _Flight:
     batch: Batch
-    group: _Group
+    group: Group
     positions: list[int] | None  # None: the whole group
     backend: Backend  # where it runs (auto mode may switch engines once during a run)
 
@@ -164,7 +151,6 @@ class Run(Generic[T]):
         self._engine = engine
         self._backend = backend
         self._job = Job(fn, name, context)
-        self._ordered = options.ordered
         self._timeout = options.timeout
         self._collect = options.collect
         self._policy = RetryPolicy(options.retries, options.retry_on, options.backoff, engine.crash_retries,
@@ -178,19 +164,15 @@ class Run(Generic[T]):
         self._lock = threading.Lock()
         self._source: Iterator[Any] | None = items if isinstance(items, PushSource) else iter(items)
         self._next_index = 0
-        self._groups: collections.deque[_Group] = collections.deque()  # ordered: undelivered groups
-        self._open = 0  # groups taken from the input and not yet handed out: the window
-        self._hold_finished = True  # imap: finished groups behind a slow one count (memory bound)
+        self._delivery = Delivery(options.ordered, options.collect)  # the window's groups, blocks ready
         self._flights: dict[int, _Flight] = {}
         self._deadlines: Timeline[int] = Timeline()  # batch ids
-        self._deferred: Timeline[tuple[_Group, list[int]]] = Timeline()  # retries waiting out their backoff
-        self._ready: collections.deque[list[Any]] = collections.deque()  # blocks ready to hand out
+        self._deferred: Timeline[tuple[Group, list[int]]] = Timeline()  # retries waiting out their backoff
         self._current: Iterator[Any] = iter(())
         self._input_error: BaseException | None = None
         self._failure: BaseException | None = None
         self._cancelled = False
         self._done = False
-        self._halted = False  # a failure was recorded: nothing more is handed out
         self._listener = listener
         self._watcher = watcher
         self._bucket = None if options.rate is None else TokenBucket(options.rate, clock.now())
@@ -238,7 +220,7 @@ class Run(Generic[T]):
                 return
             self._cancelled = True
             self._done = True
-            self._ready.clear()  # a cancelled run yields nothing more, not even finished results
+            self._delivery.drop()  # a cancelled run yields nothing more, not even finished results
             self._current = iter(())
             self._cancel_flights()
         self._sink.put(_Wake())
@@ -265,7 +247,7 @@ class Run(Generic[T]):
         Raises:
             TaskError: with on_error="raise", the first task that failed (the run is cancelled).
         """
-        self._hold_finished = False
+        self._delivery.hold_finished = False
         out: list[T] = list(self._current)
         try:
             while (block := self._next_block()) is not None:
@@ -307,7 +289,7 @@ class Run(Generic[T]):
         with self._lock:
             if self._done:
                 return False
-            found: tuple[_Group, int] | None = None
+            found: tuple[Group, int] | None = None
             for batch_id, flight in self._flights.items():
                 group = flight.group
                 positions = flight.positions if flight.positions is not None else range(len(group.items))
@@ -325,7 +307,7 @@ class Run(Generic[T]):
                 return False
             group, pos = found
             self._final_failure(group, pos, failures.cancelled_error(self._at(group, pos)), 0.0)
-            self._deliver(group)
+            self._delivery.deliver(group)
         self._sink.put(_Wake())
         return True
 
@@ -380,8 +362,8 @@ class Run(Generic[T]):
         try:
             while True:
                 with self._lock:
-                    if self._ready:
-                        return self._ready.popleft()
+                    if (block := self._delivery.take()) is not None:
+                        return block
                     if self._failure is not None:
                         failure, self._failure = self._failure, None
                         self._done = True
@@ -395,7 +377,7 @@ class Run(Generic[T]):
                     self._starved = False
                     self._fill()
                     self._stats.dispatch_time += time.perf_counter() - t_work - (self._stats.input_wait - waited)
-                    if self._open == 0 and self._source is None:
+                    if self._delivery.open == 0 and self._source is None:
                         self._done = True
                         self._close_listener()
                         if self._input_error is not None:
@@ -403,7 +385,7 @@ class Run(Generic[T]):
                             raise error
                         continue
                     wait = self._wait_time()
-                if self._ready:
+                if self._delivery.has_ready:
                     continue
                 self._backend.run_inline()  # sequential: the tasks run here, outside the lock
                 t_wait = time.perf_counter()
@@ -449,7 +431,7 @@ class Run(Generic[T]):
 
     # -- filling the window --------------------------------------------------------------------
     def _fill(self) -> None:
-        while self._source is not None and self._in_window() < self._window and not self._done:
+        while self._source is not None and self._delivery.in_window() < self._window and not self._done:
             if self._bucket is not None and not self._bucket.take(self._clock.now()):
                 return  # rate limit: the consumer wakes when the next start is allowed
             size = self._chunker.next_size()
@@ -487,23 +469,12 @@ class Run(Generic[T]):
                 return
             self._start_group(items)
 
-    def _in_window(self) -> int:
-        """Groups that count against the window. For ``map`` (which keeps every result anyway),
-        finished groups waiting behind a slow one do not: they cost no memory that the caller's
-        list would not hold, and counting them would idle workers behind one slow task."""
-        if self._hold_finished or not self._ordered:
-            return self._open
-        return self._open - sum(1 for g in self._groups if g.remaining == 0)
-
     def _start_group(self, items: list[Any]) -> None:
-        group = _Group(self._next_index, items, [None] * len(items), len(items))
+        group = self._delivery.open_group(self._next_index, items)
         self._next_index += len(items)
-        self._open += 1
-        if self._ordered:
-            self._groups.append(group)
         self._submit(group, None)
 
-    def _submit(self, group: _Group, positions: list[int] | None) -> None:
+    def _submit(self, group: Group, positions: list[int] | None) -> None:
         items = group.items if positions is None else [group.items[p] for p in positions]
         batch = Batch(
             self._job,
@@ -519,11 +490,8 @@ class Run(Generic[T]):
     def _add_head(self, head: Head) -> None:
         """Results computed before the run started (auto mode's measured first tasks)."""
         items = [h[0] for h in head]
-        group = _Group(0, items, [h[1] for h in head], len(items), durations=[h[3] for h in head])
+        group = self._delivery.open_group(0, items, [h[1] for h in head], [h[3] for h in head])
         self._next_index = len(items)
-        self._open += 1
-        if self._ordered:
-            self._groups.append(group)
         for pos, (item, _value, error, duration) in enumerate(head):
             self._stats.batch("caller", 1, duration, None)
             self._stats.task(pos, item, duration)
@@ -532,7 +500,7 @@ class Run(Generic[T]):
             else:
                 self._item_failed(group, pos, error, duration, attempts_so_far=1)
         self._chunker.observe(len(head), sum(h[3] for h in head))
-        self._deliver(group)
+        self._delivery.deliver(group)
         self._notify()
 
     # -- events ------------------------------------------------------------------------------
@@ -551,7 +519,7 @@ class Run(Generic[T]):
             self._on_done(flight, event)
         else:
             self._on_lost(flight, event)
-        self._deliver(flight.group)
+        self._delivery.deliver(flight.group)
 
     def _on_done(self, flight: _Flight, event: Done) -> None:
         group, positions = flight.group, flight.positions
@@ -646,21 +614,21 @@ class Run(Generic[T]):
             group = flight.group
             for pos in flight.positions if flight.positions is not None else range(len(group.items)):
                 self._item_failed(group, pos, self._timeout_error(group, pos), self._timeout or 0.0)
-            self._deliver(group)
+            self._delivery.deliver(group)
 
     # -- per-item accounting -----------------------------------------------------------------
-    def _at(self, group: _Group, pos: int) -> failures.At:
+    def _at(self, group: Group, pos: int) -> failures.At:
         return failures.At(self._job.name, group.start + pos, group.items[pos], group.attempts.get(pos, 1))
 
-    def _timeout_error(self, group: _Group, pos: int) -> TaskError:
+    def _timeout_error(self, group: Group, pos: int) -> TaskError:
         return failures.timeout_error(self._at(group, pos), self._timeout or 0.0, self._engine)
 
-    def _resolve(self, group: _Group, pos: int) -> None:
-        group.remaining -= 1
+    def _resolve(self, group: Group, pos: int) -> None:
+        group.succeed(pos)
         self._stats.completed += 1
 
     def _item_failed(
-        self, group: _Group, pos: int, error: ItemError | TaskError, duration: float, attempts_so_far: int | None = None
+        self, group: Group, pos: int, error: ItemError | TaskError, duration: float, attempts_so_far: int | None = None
     ) -> None:
         attempts = attempts_so_far or group.attempts.get(pos, 1)
         original = error.exception if isinstance(error, ItemError) else error
@@ -674,15 +642,13 @@ class Run(Generic[T]):
             return
         self._final_failure(group, pos, error, duration)
 
-    def _final_failure(self, group: _Group, pos: int, error: ItemError | TaskError, duration: float) -> None:
+    def _final_failure(self, group: Group, pos: int, error: ItemError | TaskError, duration: float) -> None:
         task_error = error if isinstance(error, TaskError) else failures.task_error(self._at(group, pos), error)
-        group.errors[pos] = task_error
-        group.values[pos] = None
-        group.remaining -= 1
+        group.fail(pos, task_error)
         self._stats.failed += 1
         if not self._collect and self._failure is None:
             self._failure = task_error
-            self._halt_at(group, pos)
+            self._delivery.halt_at(group)
             self._cancel_flights()
 
     def _cancel_flights(self) -> None:
@@ -695,28 +661,7 @@ class Run(Generic[T]):
         for backend, batches in by_backend.values():
             backend.cancel(batches)
 
-    # -- delivery --------------------------------------------------------------------------------
-    def _halt_at(self, group: _Group, pos: int) -> None:
-        """on_error="raise": hand out what comes before the failed item (ordered), then nothing."""
-        if self._ordered:
-            while self._groups and self._groups[0] is not group and self._groups[0].remaining == 0:
-                self._emit(self._groups.popleft())
-            if self._groups and self._groups[0] is group and group.remaining == 0:
-                first_error = min(group.errors)
-                if first_error:
-                    self._ready.append(group.values[:first_error])
-        self._halted = True
-
-    def _deliver(self, group: _Group | None = None) -> None:
-        """Hand out finished groups: in input order when ordered, else ``group`` once it is done."""
-        if self._halted:
-            return
-        if self._ordered:
-            while self._groups and self._groups[0].remaining == 0:
-                self._emit(self._groups.popleft())
-        elif group is not None and group.remaining == 0:
-            self._emit(group)
-
+    # -- progress ----------------------------------------------------------------------------------
     def _notify(self) -> None:
         """Tell the listener (a progress display) how many more tasks ended since last time."""
         if self._listener is None:
@@ -726,16 +671,3 @@ class Run(Generic[T]):
         if done != last_done:
             self._reported = (done, failed)
             self._listener.update(done - last_done, failed - last_failed)
-
-    def _emit(self, group: _Group) -> None:
-        self._open -= 1
-        if self._collect:
-            durations = group.durations or [0.0] * len(group.items)
-            block = [
-                Outcome(group.start + pos, item, group.values[pos], group.errors.get(pos),
-                        group.attempts.get(pos, 1), durations[pos])
-                for pos, item in enumerate(group.items)
-            ]
-            self._ready.append(block)
-        elif not group.errors:
-            self._ready.append(group.values)

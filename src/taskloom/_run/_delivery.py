@@ -1,0 +1,125 @@
+"""The window and ordered delivery: which groups a run holds, and when their results go out.
+
+A ``Group`` is a chunk of consecutive input items, the unit of ordering and of the in-flight
+window; it keeps each item's value or error, its attempts and its crashes. ``Delivery`` holds the
+groups taken from the input and not yet handed out, and the blocks of results ready for the
+consumer: in input order (``ordered=True``), else each group as soon as all its items have ended.
+It knows nothing of backends, batches or time; the run tells it what ended and takes blocks out.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._errors import TaskError
+from .._outcome import Outcome
+
+
+@dataclass(eq=False)
+class Group:
+    """Consecutive input items from ``start``: their values, errors, attempts and crashes."""
+
+    start: int
+    items: list[Any]
+    values: list[Any]
+    remaining: int  # items not ended yet
+    errors: dict[int, TaskError] = field(default_factory=dict)
+    attempts: dict[int, int] = field(default_factory=dict)  # pos -> runs so far (absent: 1)
+    crashes: dict[int, list[tuple[int, int | None]]] = field(default_factory=dict)
+    durations: list[float] | None = None
+
+    def succeed(self, pos: int) -> None:
+        """The item at ``pos`` ended with the value already in ``values[pos]``."""
+        self.remaining -= 1
+
+    def fail(self, pos: int, error: TaskError) -> None:
+        """The item at ``pos`` ended with ``error``, for good."""
+        self.errors[pos] = error
+        self.values[pos] = None
+        self.remaining -= 1
+
+
+class Delivery:
+    """Groups not yet handed out (the window) and blocks ready for the consumer.
+
+    ``collect``: a block is an ``Outcome`` per item; else the group's values (a group with an
+    error is never handed out: the run raises the error instead). Used under the run's lock.
+    """
+
+    def __init__(self, ordered: bool, collect: bool) -> None:
+        self.ordered = ordered
+        self.collect = collect
+        #: imap: finished groups waiting behind a slow one count against the window (memory bound);
+        #: ``map`` (``to_list``) turns it off.
+        self.hold_finished = True
+        self.open = 0  # groups taken from the input and not yet handed out
+        self.halted = False  # a failure was recorded: nothing more is handed out
+        self._groups: collections.deque[Group] = collections.deque()  # ordered: undelivered groups
+        self._ready: collections.deque[list[Any]] = collections.deque()  # blocks ready to hand out
+
+    def open_group(self, start: int, items: list[Any], values: list[Any] | None = None,
+                   durations: list[float] | None = None) -> Group:
+        """A new group of ``items`` from input position ``start``, counted in the window."""
+        group = Group(start, items, [None] * len(items) if values is None else values, len(items),
+                      durations=durations)
+        self.open += 1
+        if self.ordered:
+            self._groups.append(group)
+        return group
+
+    def in_window(self) -> int:
+        """Groups that count against the window. For ``map`` (which keeps every result anyway),
+        finished groups waiting behind a slow one do not: they cost no memory that the caller's
+        list would not hold, and counting them would idle workers behind one slow task."""
+        if self.hold_finished or not self.ordered:
+            return self.open
+        return self.open - sum(1 for g in self._groups if g.remaining == 0)
+
+    @property
+    def has_ready(self) -> bool:
+        """Whether a block waits for the consumer."""
+        return bool(self._ready)
+
+    def take(self) -> list[Any] | None:
+        """The next block for the consumer, or None when none is ready."""
+        return self._ready.popleft() if self._ready else None
+
+    def drop(self) -> None:
+        """The run was cancelled: what is ready is never handed out."""
+        self._ready.clear()
+
+    def deliver(self, group: Group | None = None) -> None:
+        """Hand out finished groups: in input order when ordered, else ``group`` once it is done."""
+        if self.halted:
+            return
+        if self.ordered:
+            while self._groups and self._groups[0].remaining == 0:
+                self._emit(self._groups.popleft())
+        elif group is not None and group.remaining == 0:
+            self._emit(group)
+
+    def halt_at(self, group: Group) -> None:
+        """on_error="raise": hand out what comes before the failed item (ordered), then nothing."""
+        if self.ordered:
+            while self._groups and self._groups[0] is not group and self._groups[0].remaining == 0:
+                self._emit(self._groups.popleft())
+            if self._groups and self._groups[0] is group and group.remaining == 0:
+                first_error = min(group.errors)
+                if first_error:
+                    self._ready.append(group.values[:first_error])
+        self.halted = True
+
+    def _emit(self, group: Group) -> None:
+        self.open -= 1
+        if self.collect:
+            durations = group.durations or [0.0] * len(group.items)
+            block = [
+                Outcome(group.start + pos, item, group.values[pos], group.errors.get(pos),
+                        group.attempts.get(pos, 1), durations[pos])
+                for pos, item in enumerate(group.items)
+            ]
+            self._ready.append(block)
+        elif not group.errors:
+            self._ready.append(group.values)
