@@ -7,7 +7,9 @@ is ~1 ms a task). Where the cluster comes from:
 * ``Dask(address=...)`` or ``TASKLOOM_DASK_ADDRESS``: a running scheduler; taskloom closes only
   the client it opened, never the cluster;
 * neither: an embedded ``LocalCluster`` (processes, one single-threaded worker per usable CPU),
-  started once, reused, and closed by ``taskloom.shutdown()`` or at interpreter exit.
+  started once, reused, and closed by ``taskloom.shutdown()`` or at interpreter exit. Started
+  from a script without the ``__main__`` guard, its workers do not run the script again
+  (``_daskmain``): Dask's spawned workers would otherwise each start a cluster of their own.
 
 What Dask cannot do, said plainly: a running Dask task cannot be stopped, so a ``timeout`` is
 reported on time (measured from submission) while the task itself runs on; and a worker's death
@@ -28,7 +30,7 @@ from typing import Any
 
 from .._modes import Dask
 from .._system import usable_cpus
-from . import _registry
+from . import _daskmain, _registry
 from ._base import Backend, Batch, Done, ItemError, Job, Lost, Started, run_items
 
 ADDRESS_ENV = "TASKLOOM_DASK_ADDRESS"
@@ -71,6 +73,7 @@ class _Connection:
         except ImportError:
             raise ValueError("mode 'dask' needs the 'distributed' package: pip install 'taskloom[dask]'") from None
         self.cluster: Any = None
+        self.main_hidden = False  # the cluster's workers have no copy of the main script
         self.scattered: dict[Any, Any] = {}  # SharedArray name -> its data scattered to the cluster
         self.owns_client = config.client is None
         address = config.address or os.environ.get(ADDRESS_ENV) or None
@@ -79,6 +82,7 @@ class _Connection:
         elif address is not None:
             self.client = distributed.Client(address, set_as_default=False)
         else:
+            self.main_hidden = _daskmain.hide_main_if_unguarded()
             # dashboard on a free port: two clusters (or a user's) must not fight over :8787.
             self.cluster = distributed.LocalCluster(n_workers=usable_cpus(), threads_per_worker=1, processes=True,
                                                     dashboard_address=":0", silence_logs=logging.ERROR)
@@ -171,7 +175,10 @@ class DaskBackend(Backend):
                     future = self._conn.scattered[key] = self._conn.client.scatter(np.array(x), broadcast=False,
                                                                                   hash=False)
                 return future
-            if numpy is not None and isinstance(x, numpy.ndarray) and x.nbytes >= SCATTER_BYTES:
+            if (numpy is not None and isinstance(x, numpy.ndarray) and x.nbytes >= SCATTER_BYTES
+                    and not (x.dtype.hasobject and self._conn.main_hidden)):
+                # (Dask scatters an array with plain pickle: its objects of a class of the script
+                # would not resolve on workers without the script; inline, they go by value.)
                 kept = per_run.get(id(x))
                 if kept is None:
                     # hash=False: a key of its own. With content keys, the next run scattering the same
