@@ -1,8 +1,13 @@
-"""How a failed item is described: pure functions from what happened to the error the user gets.
+"""What a failure becomes, and how it is described: pure functions of what happened.
 
-The run decides *whether* an item failed (retries, crash retries, deadlines); these functions
-only say *what* it is: which task, which item, how often it ran, and why, in words a newcomer
-can act on. They import nothing of the run.
+Two kinds, both taking plain data and importing nothing of the run:
+
+* **Decisions** (``after_error``, ``after_lost``, ``lost_item``, ``ran_late``, ``worker_died``):
+  what a task that raised, timed out or was lost with its batch becomes — ``Split`` (run each item
+  alone), ``Retry``, ``Fail`` with its final error, or ``FailRun`` — and what it counts in the
+  statistics. The run acts on the answer (submits, defers, records, halts).
+* **Errors** (``task_error``, ``timeout_error``, ``crash_error``, ...): *what* a failure is, which
+  task, which item, how often it ran, and why, in words a newcomer can act on.
 """
 
 from __future__ import annotations
@@ -10,12 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .._backends._base import ItemError, Lost
+from .._backends._base import Done, ItemError, Lost
 from .._errors import RemoteTraceback, SerializationError, TaskError, TaskTimeout, short_repr
 
 if TYPE_CHECKING:
     from .._errors_process import WorkerCrashed
     from .._modes import Mode
+    from ._policy import RetryPolicy
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,96 @@ class At:
         return {"index": self.index, "item_repr": self.item_repr, "attempts": self.attempts, "stage": self.name}
 
 
+# -- decisions: what a failure becomes ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Retry:
+    """Run the item again, as its attempt number ``attempt`` (counted in ``RunStatistics.retried``).
+
+    ``wait``: it waits out the retry backoff and takes a start under the rate limit (a task that
+    raised or ran past its deadline); a task whose worker died goes again at once.
+    """
+
+    attempt: int
+    wait: bool = True
+
+
+@dataclass(frozen=True)
+class Fail:
+    """The item ends with ``error``, for good (counted in ``RunStatistics.failed``)."""
+
+    error: TaskError
+
+
+@dataclass(frozen=True)
+class Split:
+    """Send each item of the lost batch again on its own, no attempt counted: the culprit is unknown."""
+
+
+@dataclass(frozen=True)
+class FailRun:
+    """Nothing of the run can run (its function cannot be unpickled): the run fails with ``error``."""
+
+    error: SerializationError
+
+
+def after_error(at: At, error: ItemError | TaskError, policy: RetryPolicy) -> Retry | Fail:
+    """A task raised (``ItemError``) or ran past its deadline (a ``TaskTimeout``) on run ``at.attempts``.
+
+    It goes again while ``retries`` and ``retry_on`` allow (never for what could not be pickled);
+    else it ends with a ``TaskError`` whose cause is the task's own exception.
+    """
+    original = error.exception if isinstance(error, ItemError) else error
+    if policy.retries_error(original, at.attempts, never=SerializationError):
+        return Retry(at.attempts + 1)
+    return Fail(error if isinstance(error, TaskError) else task_error(at, error))
+
+
+def ran_late(event: Done, timeout: float | None) -> bool:
+    """A timed task's result came after its deadline, or the engine could not stop it (sequential).
+
+    Only a batch of one item that ended without an error is judged: a timed batch holds one item.
+    """
+    return timeout is not None and len(event.values) == 1 and event.elapsed > timeout and not event.errors
+
+
+def worker_died(event: Lost) -> bool:
+    """Whether a lost batch counts in ``RunStatistics.crashed``: every worker death does, split or not."""
+    return event.reason == "crash"
+
+
+def after_lost(event: Lost, size: int, name: str) -> Split | FailRun | None:
+    """A batch of ``size`` items produced no results: what becomes of it as a whole.
+
+    Several items lost to a crash or a pickling failure of the whole batch: ``Split`` (one of them
+    did it, no one knows which). The function could not be unpickled: ``FailRun``. Else None: each
+    item is decided on its own by ``lost_item``.
+    """
+    if event.reason in ("split", "crash") and size > 1:
+        return Split()
+    if event.reason == "function":
+        return FailRun(function_error(name, event.detail))
+    return None
+
+
+def lost_item(at: At, event: Lost, crashes: list[tuple[int, int | None]], policy: RetryPolicy,
+              engine: Mode) -> Retry | Fail:
+    """One item of a lost batch that ``after_lost`` did not split.
+
+    ``crashes``: each death of a worker under this item, ``(pid, exit code)``, this one included.
+    A crash goes again while the engine's crash retries allow, then ends as ``WorkerCrashed``; an
+    argument or result that cannot be pickled ends as ``SerializationError``, never retried; a
+    broken pool ends every item with a ``TaskError`` caused by the stdlib's broken-pool error.
+    """
+    if event.reason == "crash":
+        if policy.retries_crash(len(crashes)):
+            return Retry(at.attempts + 1, wait=False)
+        return Fail(crash_error(at, event.detail, crashes))
+    if event.reason in ("item", "result"):
+        return Fail(pickling_error(at, event))
+    return Fail(not_run_error(at, event.detail, engine))
+
+
+# -- errors: what the user gets ----------------------------------------------------------------------------
 def task_error(at: At, error: ItemError) -> TaskError:
     """The ``TaskError`` for a task that raised (the original exception is its ``__cause__``)."""
     exc = error.exception

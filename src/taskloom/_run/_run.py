@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from .._backends._base import Backend, Batch, Done, Event, ItemError, Job, Lost, Started
-from .._errors import SerializationError, TaskError
+from .._errors import TaskError
 from .._stats import Recorder, RunStatistics
 from . import _failures as failures
 from ._chunker import Chunker
@@ -306,7 +306,7 @@ class Run(Generic[T]):
             if found is None:
                 return False
             group, pos = found
-            self._final_failure(group, pos, failures.cancelled_error(self._at(group, pos)), 0.0)
+            self._final_failure(group, pos, failures.cancelled_error(self._at(group, pos)))
             self._delivery.deliver(group)
         self._sink.put(_Wake())
         return True
@@ -498,7 +498,7 @@ class Run(Generic[T]):
             if error is None:
                 self._resolve(group, pos)
             else:
-                self._item_failed(group, pos, error, duration, attempts_so_far=1)
+                self._item_failed(group, pos, error)
         self._chunker.observe(len(head), sum(h[3] for h in head))
         self._delivery.deliver(group)
         self._notify()
@@ -538,11 +538,9 @@ class Run(Generic[T]):
             for i in range(n):
                 self._stats.task(group.start + base[i], group.items[base[i]],
                                  event.durations[i] if event.durations is not None else event.elapsed)
-        timeout = self._timeout
-        if timeout is not None and n == 1 and event.elapsed > timeout and not event.errors:
-            # The backend could not interrupt it (sequential) or it finished just too late.
+        if failures.ran_late(event, self._timeout):
             pos = 0 if positions is None else positions[0]
-            self._item_failed(group, pos, self._timeout_error(group, pos), event.elapsed)
+            self._item_failed(group, pos, self._timeout_error(group, pos))
             return
         durations = event.durations
         all_positions = positions if positions is not None else range(len(group.items))
@@ -571,38 +569,28 @@ class Run(Generic[T]):
                 group.values[pos] = value
                 self._resolve(group, pos)
             else:
-                self._item_failed(group, pos, item_error, duration)
+                self._item_failed(group, pos, item_error)
 
     def _on_lost(self, flight: _Flight, event: Lost) -> None:
         group = flight.group
         positions = flight.positions if flight.positions is not None else list(range(len(group.items)))
-        if event.reason == "crash":
-            self._stats.crashed += 1  # a worker died under this run's tasks, whatever happens next
-        if event.reason in ("split", "crash") and len(positions) > 1:
-            # One of these items crashed the worker or could not be (un)pickled, and we cannot
-            # tell which: run them one by one; no attempt is counted for the shared failure.
+        died = failures.worker_died(event)
+        if died:
+            self._stats.crashed += 1  # whatever becomes of the batch
+        whole = failures.after_lost(event, len(positions), self._job.name)
+        if isinstance(whole, failures.Split):
             for pos in positions:
                 self._submit(group, [pos])
-            return
-        if event.reason == "function":
-            self._failure = failures.function_error(self._job.name, event.detail)
+        elif isinstance(whole, failures.FailRun):
+            self._failure = whole.error
             self._cancel_flights()
-            return
-        for pos in positions:
-            at = self._at(group, pos)
-            if event.reason == "crash":
-                history = group.crashes.setdefault(pos, [])
-                history.append((event.pid or 0, event.exitcode))
-                if self._policy.retries_crash(len(history)):
-                    group.attempts[pos] = at.attempts + 1
-                    self._stats.retried += 1
-                    self._submit(group, [pos])
-                    continue
-                self._final_failure(group, pos, failures.crash_error(at, event.detail, history), 0.0)
-            elif event.reason in ("item", "result"):
-                self._final_failure(group, pos, failures.pickling_error(at, event), 0.0)
-            else:  # broken pool
-                self._final_failure(group, pos, failures.not_run_error(at, event.detail, self._engine), 0.0)
+        else:
+            for pos in positions:
+                if died:  # the item's record of deaths, which the decision reads
+                    group.crashes.setdefault(pos, []).append((event.pid or 0, event.exitcode))
+                decision = failures.lost_item(self._at(group, pos), event, group.crashes.get(pos, []), self._policy,
+                                              self._engine)
+                self._settle(group, pos, decision)
 
     def _check_deadlines(self) -> None:
         now = self._clock.now()
@@ -613,7 +601,7 @@ class Run(Generic[T]):
             flight.backend.abort(flight.batch)
             group = flight.group
             for pos in flight.positions if flight.positions is not None else range(len(group.items)):
-                self._item_failed(group, pos, self._timeout_error(group, pos), self._timeout or 0.0)
+                self._item_failed(group, pos, self._timeout_error(group, pos))
             self._delivery.deliver(group)
 
     # -- per-item accounting -----------------------------------------------------------------
@@ -627,27 +615,27 @@ class Run(Generic[T]):
         group.succeed(pos)
         self._stats.completed += 1
 
-    def _item_failed(
-        self, group: Group, pos: int, error: ItemError | TaskError, duration: float, attempts_so_far: int | None = None
-    ) -> None:
-        attempts = attempts_so_far or group.attempts.get(pos, 1)
-        original = error.exception if isinstance(error, ItemError) else error
-        if self._policy.retries_error(original, attempts, never=SerializationError):
-            group.attempts[pos] = attempts + 1
-            self._stats.retried += 1
-            if self._policy.backoff > 0 or self._bucket is not None:
-                self._deferred.add(self._clock.now() + self._policy.delay(attempts), (group, [pos]))
-            else:
-                self._submit(group, [pos])
-            return
-        self._final_failure(group, pos, error, duration)
+    def _item_failed(self, group: Group, pos: int, error: ItemError | TaskError) -> None:
+        """The item raised or ran past its deadline: it goes again, or it ends with its error."""
+        self._settle(group, pos, failures.after_error(self._at(group, pos), error, self._policy))
 
-    def _final_failure(self, group: Group, pos: int, error: ItemError | TaskError, duration: float) -> None:
-        task_error = error if isinstance(error, TaskError) else failures.task_error(self._at(group, pos), error)
-        group.fail(pos, task_error)
+    def _settle(self, group: Group, pos: int, decision: failures.Retry | failures.Fail) -> None:
+        """Act on what ``_failures`` decided for the item at ``pos``."""
+        if isinstance(decision, failures.Fail):
+            self._final_failure(group, pos, decision.error)
+            return
+        group.attempts[pos] = decision.attempt
+        self._stats.retried += 1
+        if decision.wait and (self._policy.backoff > 0 or self._bucket is not None):
+            self._deferred.add(self._clock.now() + self._policy.delay(decision.attempt - 1), (group, [pos]))
+        else:
+            self._submit(group, [pos])
+
+    def _final_failure(self, group: Group, pos: int, error: TaskError) -> None:
+        group.fail(pos, error)
         self._stats.failed += 1
         if not self._collect and self._failure is None:
-            self._failure = task_error
+            self._failure = error
             self._delivery.halt_at(group)
             self._cancel_flights()
 
