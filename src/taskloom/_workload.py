@@ -48,7 +48,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._backends._base import ItemError
 from ._callables import function_pickles, is_coroutine_function
@@ -68,10 +68,11 @@ log = logging.getLogger("taskloom")
 AUTO_BUDGET = 0.05  # seconds of sample tasks mode="auto" runs in the caller's thread
 SAMPLE_MAX = 64  # sample tasks at most
 CPU_BOUND_RATIO = 0.5  # CPU time / wall time above which a task is CPU-bound
-OVERLAP_AFTER = 0.02  # seconds a first sample task must have waited before others start beside it
+OVERLAP_AFTER = 0.005  # seconds a first sample task must have waited before others start beside it
+PROBE_MIN_TASK = 100e-6  # seconds: shorter tasks are not probed for parallel threads
 MIN_GAIN = 1.25  # a concurrent mode must be this much faster than sequential to be chosen
 THREADS_OVER_PROCESSES = 1.1  # threads win unless processes are modelled this much faster
-MAX_IO_THREADS = 128
+MAX_IO_THREADS = 256  # ThreadPoolExecutor(200) is what users reach for on many slow fetches
 ASSUMED_TASKS = 10_000  # remaining tasks assumed when the input has no length
 
 # Priors measured on a 2-CPU Linux machine (benchmarks/overhead.py); refined by measure_overheads().
@@ -80,6 +81,7 @@ PRIORS = {
     "process_task": 0.3e-6,  # per task after batching: scheduler bookkeeping in the parent
     "process_start": 0.1,  # cold pool start (forkserver + workers): 0.08 s measured
     "pipe_bytes_per_second": 0.75e9,  # parent <-> worker pipe, pickled bytes (4 MB items, measured)
+    "pickle_bytes_per_second": 0.8e9,  # pickling (or unpickling) a large buffer: numpy, bytes, str
     "thread_roundtrip": 20e-6,  # one single-item batch, submit to result
     "process_roundtrip": 80e-6,
 }
@@ -121,9 +123,10 @@ class Sample:
     """What running some tasks here taught us."""
 
     head: Head = field(default_factory=list)  # every sampled task, with its result
-    timed: int = 0  # tasks run one at a time: wall and cpu are their sums
+    timed: int = 0  # tasks run one at a time: wall, cpu and compute are their sums
     wall: float = 0.0
-    cpu: float = 0.0
+    cpu: float = 0.0  # computing, or waiting for a CPU while runnable: what is not I/O
+    compute: float | None = None  # computing only (None: as cpu): what sizes a pool of I/O threads
     thread_speedup: float | None = None
     item_bytes: float = 0.0
     result_bytes: float = 0.0
@@ -143,7 +146,17 @@ class Sample:
 
     @property
     def cpu_ratio(self) -> float:
-        return min(1.0, self.cpu / self.wall) if self.wall > 0 else 1.0
+        """The share of a task's time it computes, of the time it computes or waits for I/O.
+
+        Run-queue wait (runnable, but the machine's CPUs are taken) counts on neither side: on a
+        busy machine CPU work and I/O both wait for a CPU, and neither becomes the other.
+        """
+        if self.wall <= 0:
+            return 1.0
+        if self.compute is None:
+            return min(1.0, self.cpu / self.wall)
+        own = self.wall - max(0.0, self.cpu - self.compute)  # computing + waiting for I/O
+        return min(1.0, self.compute / own) if own > 0 else 1.0
 
     @property
     def failed(self) -> bool:
@@ -176,11 +189,16 @@ class _Overlap:
     caller's context. Their results join the sample, in input order. The caller stops it when its
     task returns. A window in which the task did not only wait (it computed, or a busy machine
     kept it waiting for a CPU as it started) is followed by another, until the task returns: on a
-    loaded machine the first 20 ms can hold a few ms of run-queue wait, the next ones do not.
+    loaded machine the first window can hold a few ms of run-queue wait, the next ones do not.
+
+    A first task that computes through its first window instead gets one task beside it, on a
+    thread, as the probe for parallel threads (``probe=True``): the two threads' busy time over
+    the time they ran together says whether the function releases the GIL (``speedup``), and a
+    long task is measured without a second, serial probe afterwards.
     """
 
-    def __init__(self, fn: Callable[[Any], Any], source: Iterator[Any], extra: int) -> None:
-        self._fn, self._source, self._extra = fn, source, extra
+    def __init__(self, fn: Callable[[Any], Any], source: Iterator[Any], extra: int, probe: bool) -> None:
+        self._fn, self._source, self._extra, self._probe = fn, source, extra, probe
         self._clock = time.pthread_getcpuclockid(threading.get_ident())
         self._native_id = threading.get_native_id()
         self._context = contextvars.copy_context()
@@ -188,16 +206,20 @@ class _Overlap:
         self._lock = threading.Lock()  # held while the watcher reads the source or starts a thread
         self._threads: list[threading.Thread] = []
         self._results: list[tuple[Any, Any, ItemError | None, float]] = []
+        self._busy: list[float] = []  # per started task: its busy seconds (computing or runnable)
+        self._ended: list[float] = []  # per started task: perf_counter() when it returned
+        self.probe_started: float | None = None  # perf_counter() when the probe task started
+        self._probe_busy0 = 0.0  # the caller's busy clock then
         self.exhausted = False
         self.error: BaseException | None = None
         self.due = time.perf_counter() + OVERLAP_AFTER
         self._busy0 = time.clock_gettime(self._clock) + _runqueue_seconds(self._native_id)
 
     @classmethod
-    def start(cls, fn: Callable[[Any], Any], source: Iterator[Any], extra: int) -> _Overlap | None:
+    def start(cls, fn: Callable[[Any], Any], source: Iterator[Any], extra: int, probe: bool) -> _Overlap | None:
         if extra < 1 or not hasattr(time, "pthread_getcpuclockid"):
             return None  # not on Windows (no CPU clock of another thread)
-        watch = cls(fn, source, extra)
+        watch = cls(fn, source, extra, probe)
         _watcher().add(watch)
         return watch
 
@@ -210,6 +232,11 @@ class _Overlap:
         if busy < 0.1 * OVERLAP_AFTER:
             # As many as Little's law would keep busy so far (the task may wait longer yet).
             self._launch(min(self._extra, _littles_law(OVERLAP_AFTER, busy, usable_cpus()) - 1))
+            return
+        if self._probe and busy >= CPU_BOUND_RATIO * OVERLAP_AFTER:
+            self._probe_busy0 = busy + self._busy0
+            self.probe_started = time.perf_counter()
+            self._launch(1)
             return
         with self._lock:
             if self._stopped:
@@ -233,6 +260,8 @@ class _Overlap:
                     return
                 slot = len(self._results)
                 self._results.append((item, None, None, 0.0))
+                self._busy.append(0.0)
+                self._ended.append(0.0)
                 # Daemon threads: after Ctrl-C in the caller, a sample task does not hold up the exit.
                 thread = threading.Thread(target=self._context.copy().run, args=(self._run, slot, item),
                                           name="taskloom-auto-sample", daemon=True)
@@ -240,8 +269,9 @@ class _Overlap:
                 thread.start()
 
     def _run(self, slot: int, item: Any) -> None:
-        value, error, wall, _ = _timed_call(self._fn, item)
-        self._results[slot] = (item, value, error, wall)
+        done = _timed_call(self._fn, item)
+        self._results[slot] = (item, done.value, done.error, done.wall)
+        self._busy[slot], self._ended[slot] = done.busy, time.perf_counter()
 
     def abandon(self) -> None:
         """The caller's task raised KeyboardInterrupt or SystemExit: start nothing more."""
@@ -249,11 +279,27 @@ class _Overlap:
             self._stopped = True
 
     def finish(self) -> list[tuple[Any, Any, ItemError | None, float]]:
-        """Stop starting tasks, wait for those started, and return them in input order."""
+        """Stop starting tasks, wait for those started, and return them in input order.
+
+        Called by the caller's thread as soon as its own task returned.
+        """
         self.abandon()
+        caller_ended = time.perf_counter()
+        caller_busy = time.clock_gettime(self._clock) + _runqueue_seconds(self._native_id) - self._probe_busy0
         for thread in self._threads:
             thread.join()
+        if self.probe_started is not None and self._results and self._results[0][2] is None:
+            together = max(caller_ended, *self._ended) - self.probe_started
+            if together > 0:
+                # CPU seconds both threads got per second: ~1 when they took turns holding the GIL.
+                self.speedup = max(1.0, min(2.0, (caller_busy + self._busy[0]) / together))
         return self._results
+
+    speedup: float | None = None  # the probe's reading; None: no probe ran, or its task failed
+
+    def task_busy(self, slot: int) -> float:
+        """Busy seconds of the task started ``slot``-th (computing or waiting for a CPU)."""
+        return self._busy[slot]
 
 
 class _Watcher:
@@ -302,15 +348,31 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_watcher_in_child)
 
 
-def _timed_call(fn: Callable[[Any], Any], item: Any) -> tuple[Any, ItemError | None, float, float]:
-    """(value, error, wall seconds, seconds computing or waiting for a CPU)."""
-    q0, c0, t0 = _runqueue_seconds(), time.thread_time(), time.perf_counter()
+class _Timed(NamedTuple):
+    value: Any
+    error: ItemError | None
+    wall: float  # seconds, start to end
+    busy: float  # seconds computing or waiting for a CPU (run-queue): not waiting for I/O
+    compute: float  # seconds computing
+
+
+def _timed_call(fn: Callable[[Any], Any], item: Any, runqueue: bool = True) -> _Timed:
+    """Call ``fn(item)`` here and time it.
+
+    Run-queue wait (a busy machine) counts as busy when telling CPU work from I/O, or CPU work
+    would look like waiting; it does not count when sizing a pool of I/O threads, which is
+    what the task's own computing sets. ``runqueue=False``: the caller reads it around many
+    calls at once (two reads of /proc per call would cost more than a tiny task).
+    """
+    q0 = _runqueue_seconds() if runqueue else 0.0
+    c0, t0 = time.thread_time(), time.perf_counter()
     try:
         value, error = fn(item), None
     except Exception as exc:
         value, error = None, ItemError(exc, traceback.format_exc(), False)
-    wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
-    return value, error, wall, min(wall, cpu + _runqueue_seconds() - q0)
+    wall, compute = time.perf_counter() - t0, min(time.perf_counter() - t0, time.thread_time() - c0)
+    waited = _runqueue_seconds() - q0 if runqueue else 0.0
+    return _Timed(value, error, wall, min(wall, compute + waited), compute)
 
 
 def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, total: int | None = None,
@@ -323,6 +385,7 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
     (see ``_Overlap``).
     """
     s = Sample()
+    queued = _runqueue_seconds()
     limit = SAMPLE_MAX if total is None else min(SAMPLE_MAX, max(1, total // (4 * usable_cpus())))
     if total is not None:
         overlap = min(overlap, total - 1)
@@ -332,39 +395,60 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
         except StopIteration:
             s.exhausted = True
             break
-        watch = _Overlap.start(fn, source, overlap) if s.timed == 0 else None
+        watch = _Overlap.start(fn, source, overlap, probe=usable_cpus() > 1) if s.timed == 0 else None
         try:
-            value, error, dt, dc = _timed_call(fn, item)
+            done = _timed_call(fn, item, runqueue=False)
         except BaseException:
             if watch is not None:
                 watch.abandon()
             raise
+        error = done.error
         s.timed += 1
-        s.wall += dt
-        s.cpu += dc
-        s.head.append((item, value, error, dt))
+        s.wall += done.wall
+        s.cpu += done.busy
+        s.compute = (s.compute or 0.0) + done.compute
+        s.head.append((item, done.value, error, done.wall))
         if watch is not None:
             more = watch.finish()
-            s.overlapped = len(more)
             s.head.extend(more)
             s.exhausted = watch.exhausted
             if watch.error is not None:
                 raise watch.error
+            if watch.probe_started is not None:
+                # It computes, and one task ran beside it on a thread: while they shared the GIL
+                # each took longer than it would alone, so a task's length is its busy time.
+                s.thread_speedup = watch.speedup
+                s.wall += done.busy - done.wall
+                for slot in range(len(more)):
+                    s.timed += 1
+                    s.wall += watch.task_busy(slot)
+                    s.cpu += watch.task_busy(slot)
+                    s.compute += watch.task_busy(slot)
+                break
+            s.overlapped = len(more)
             if s.exhausted or s.overlapped:
                 break  # it waits: more tasks one at a time would only delay the parallel run
         if error is not None:
-            return s
+            break
+    # Time this thread waited for a CPU while it ran the tasks above is busy time, not waiting.
+    s.cpu = min(s.wall, s.cpu + _runqueue_seconds() - queued)
+    if s.failed:
+        return s
     # A busy machine can only make threads look less parallel than they are, so the largest
     # of a few readings is the best one; as many as the budget allows, up to four.
     probes_started = time.perf_counter()
-    for probe in range(4):
+    for probe in range(1 if s.thread_speedup is not None else 0, 4):
         spent = s.wall + time.perf_counter() - probes_started
         # The first probe runs even past the budget: its two tasks are real work, kept, run two at
         # a time; without it a GIL-releasing task too long for the budget would go to processes.
         within = spent + 2 * s.per_task < budget or probe == 0
         if not (s.timed and s.cpu_ratio >= CPU_BOUND_RATIO and within) or s.exhausted:
             break
-        if s.n + 2 > 2 * limit:  # a short job keeps most of its tasks for the parallel run
+        if s.per_task < PROBE_MIN_TASK:  # starting two threads would outlast the tasks they time
+            break
+        # A short job keeps most of its tasks for the parallel run, unless a wrong guess would cost
+        # more than the probe: with a few long tasks, at least two rounds of every CPU still to run.
+        if s.n + 2 > 2 * limit and (total is None or total - s.n - 2 < 2 * usable_cpus()):
             break
         if (s.thread_speedup or 0) > 1.8 or not _measure_threads(fn, source, s):
             break
@@ -389,9 +473,9 @@ def _measure_threads(fn: Callable[[Any], Any], source: Iterator[Any], s: Sample)
 
     def run(i: int) -> None:
         start.wait()
-        value, error, dt, dc = _timed_call(fn, pair[i])
-        out[i] = (pair[i], value, error, dt)
-        cpu[i] = dc
+        done = _timed_call(fn, pair[i])
+        out[i] = (pair[i], done.value, done.error, done.wall)
+        cpu[i] = done.busy
 
     threads = [threading.Thread(target=run, args=(i,), name="taskloom-advise") for i in range(len(pair))]
     t0 = time.perf_counter()
@@ -410,37 +494,65 @@ def _measure_threads(fn: Callable[[Any], Any], source: Iterator[Any], s: Sample)
     return False
 
 
+def known_size(x: Any) -> int | None:
+    """Pickled bytes of ``x`` when its type says them without pickling: bytes, str, buffers, numpy
+    arrays (not of objects), and tuples or lists of a few of those; else None."""
+    if isinstance(x, bytes | bytearray | str):
+        return len(x) + 16
+    if isinstance(x, memoryview):
+        return x.nbytes + 16
+    nbytes, dtype = getattr(x, "nbytes", None), getattr(x, "dtype", None)
+    if isinstance(nbytes, int) and dtype is not None and getattr(dtype, "hasobject", True) is False:
+        return nbytes + 128  # a numpy array (or alike): its buffer, and a header
+    if isinstance(x, tuple | list) and len(x) <= 8:
+        sizes = [known_size(e) for e in x]
+        if all(size is not None for size in sizes):
+            return sum(size for size in sizes if size is not None) + 8
+    return None
+
+
+def _pickling_cost(values: list[Any], rate: float) -> tuple[float, float, float]:
+    """(pickled bytes, seconds to pickle, seconds to unpickle) per value, on average.
+
+    A value whose size its type tells (``known_size``: a 40 MB array) is charged at ``rate``
+    bytes per second each way, not pickled: measuring must not cost what it measures.
+    """
+    size = dump = load = 0.0
+    for value in values:
+        known = known_size(value)
+        if known is not None:
+            size, dump, load = size + known, dump + known / rate, load + known / rate
+            continue
+        t0 = time.perf_counter()
+        data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        t1 = time.perf_counter()
+        pickle.loads(data)
+        size, dump, load = size + len(data), dump + t1 - t0, load + time.perf_counter() - t1
+    n = max(1, len(values))
+    return size / n, dump / n, load / n
+
+
 def _measure_pickling(s: Sample) -> None:
     # Three items tell the size and cost well enough; more would cost real time on large items.
     items = [h[0] for h in s.head[:3]]
     results = [h[1] for h in s.head[:3] if h[2] is None]
     if not items:
         return
+    rate = PRIORS["pickle_bytes_per_second"]
     try:
-        t0 = time.perf_counter()
-        item_data = [pickle.dumps(x, protocol=pickle.HIGHEST_PROTOCOL) for x in items]
-        t1 = time.perf_counter()
-        for d in item_data:
-            pickle.loads(d)
-        t2 = time.perf_counter()
-        result_data = [pickle.dumps(r, protocol=pickle.HIGHEST_PROTOCOL) for r in results]
-        t3 = time.perf_counter()
-        for d in result_data:
-            pickle.loads(d)
-        t4 = time.perf_counter()
+        s.item_bytes, item_dump, item_load = _pickling_cost(items, rate)
+        s.result_bytes, result_dump, result_load = _pickling_cost(results, rate)
     except Exception:
         s.picklable = False  # cloudpickle may still manage; the model charges it nothing extra
+        s.item_bytes = s.result_bytes = 0.0
         return
-    n, m = len(items), max(1, len(results))
-    s.item_bytes = sum(map(len, item_data)) / n
-    s.result_bytes = sum(map(len, result_data)) / m if results else 0.0
-    s.parent_pickle = (t1 - t0) / n + (t4 - t3) / m
-    s.worker_pickle = (t2 - t1) / n + (t3 - t2) / m
+    s.parent_pickle = item_dump + result_load
+    s.worker_pickle = item_load + result_dump
 
 
 def io_workers(s: Sample, cpus: int) -> int:
     """Little's law: enough concurrent tasks to keep the CPUs busy while the tasks wait."""
-    return _littles_law(s.per_task, s.cpu / max(s.timed, 1), cpus)
+    return _littles_law(s.per_task, (s.cpu if s.compute is None else s.compute) / max(s.timed, 1), cpus)
 
 
 def _littles_law(wall: float, busy: float, cpus: int) -> int:
