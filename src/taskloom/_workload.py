@@ -604,14 +604,17 @@ def decide(
         proc_note = "already inside a taskloom worker process: a nested map does not start a pool of pools"
     elif cpus < 2:
         proc_note = "this process may use only one CPU"
-    elif (problem := function_pickles()) is not None:
-        proc_note = f"the function cannot be sent to processes ({problem})"
     if proc_note is None:
         start = 0.0 if pool_warm else o["process_start"]
         work = n * (t + s.worker_pickle) / min(cpus, max(n, 1))
         transfer = (s.item_bytes + s.result_bytes) / o["pipe_bytes_per_second"]
         parent = n * (s.parent_pickle + transfer + o["process_task"])
         costs["processes"] = start + max(work, parent) + n * o["process_task"] / cpus
+        # Only when processes could win: finding out pickles the function (and imports cloudpickle).
+        if costs["processes"] < min(costs["sequential"], costs["threads"]) and (
+                problem := function_pickles()) is not None:
+            proc_note = f"the function cannot be sent to processes ({problem})"
+            del costs["processes"]
     speedups = {m: (costs["sequential"] / c if c > 0 else 1.0) for m, c in costs.items()}
     measured.update({f"modelled_seconds_{m}": c for m, c in costs.items()})
     best = min(costs, key=lambda m: costs[m])
