@@ -10,7 +10,7 @@ import time
 import pytest
 
 import taskloom as tl
-from taskloom._workload import ASSUMED_TASKS, MAX_IO_THREADS, Sample, decide, io_workers
+from taskloom._workload import ASSUMED_TASKS, MAX_IO_THREADS, Sample, _item_kind, _recall, decide, io_workers
 
 
 def synthetic(per_task: float, cpu_ratio: float, *, n: int = 4, thread_speedup: float | None = 1.0,
@@ -283,6 +283,57 @@ def test_auto_switches_once_when_later_tasks_differ() -> None:
     assert run.advice is not None
     assert run.advice.mode == "processes", run.advice
     assert run.advice.reasons[0].startswith("Switched during the run")
+    assert _recall(growing, _item_kind(1)) is None, "a switch must make the next run measure again"
+
+
+# -- what auto measured is reused by later runs of the same function ---------------------------------
+def test_a_second_auto_run_of_a_function_reuses_its_measurement_and_runs_nothing_here() -> None:
+    caller = threading.get_ident()
+    ran_here: list[int] = []
+
+    def fetch(x: int) -> int:
+        if threading.get_ident() == caller:
+            ran_here.append(x)
+        time.sleep(0.01)
+        return x
+
+    first = tl.imap(fetch, range(40))
+    assert list(first) == list(range(40))
+    assert ran_here, "the first run measured nothing in the caller's thread"
+    assert first.advice is not None
+    assert first.advice.mode == "threads"
+    ran_here.clear()
+    second = tl.imap(fetch, range(40))
+    assert list(second) == list(range(40))
+    assert second.advice is not None
+    assert second.advice.mode == "threads"
+    assert "earlier run" in second.advice.reasons[0]
+    assert second.workers == first.workers
+    assert ran_here == [], "the second run sampled again"
+    # Items of another type (or size) are measured afresh.
+    third = tl.imap(fetch, [1.0, 2.0, 3.0, 4.0])
+    assert list(third) == [1.0, 2.0, 3.0, 4.0]
+    assert third.advice is not None
+    assert "earlier run" not in third.advice.reasons[0]
+
+
+def test_the_memo_keeps_no_item_or_result_alive() -> None:
+    import gc
+    import weakref
+
+    class Big:
+        pass
+
+    def keep(x: Big) -> Big:
+        return x
+
+    items = [Big() for _ in range(8)]
+    refs = [weakref.ref(b) for b in items]
+    assert tl.map(keep, items) == items
+    assert _recall(keep, _item_kind(Big())) is not None
+    del items
+    gc.collect()
+    assert all(r() is None for r in refs)
 
 
 def random_draws(_: int) -> tuple[int, float]:

@@ -35,6 +35,7 @@ chooses processes (no pool of pools).
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dataclasses
 import heapq
@@ -46,6 +47,7 @@ import pickle
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -213,7 +215,11 @@ class _Overlap:
         self.exhausted = False
         self.error: BaseException | None = None
         self.due = time.perf_counter() + OVERLAP_AFTER
-        self._busy0 = time.clock_gettime(self._clock) + _runqueue_seconds(self._native_id)
+        self._window0 = self._clocks()
+
+    def _clocks(self) -> tuple[float, float, float]:
+        """(wall, CPU time, run-queue wait) of the caller's thread, now."""
+        return time.perf_counter(), time.clock_gettime(self._clock), _runqueue_seconds(self._native_id)
 
     @classmethod
     def start(cls, fn: Callable[[Any], Any], source: Iterator[Any], extra: int, probe: bool) -> _Overlap | None:
@@ -226,22 +232,25 @@ class _Overlap:
     def check(self) -> None:
         """Called by the watcher at ``due``: start more tasks if the first one only waited."""
         try:
-            busy = time.clock_gettime(self._clock) + _runqueue_seconds(self._native_id) - self._busy0
+            now = self._clocks()
         except OSError:  # the caller's thread is gone
             return
-        if busy < 0.1 * OVERLAP_AFTER:
-            # As many as Little's law would keep busy so far (the task may wait longer yet).
-            self._launch(min(self._extra, _littles_law(OVERLAP_AFTER, busy, usable_cpus()) - 1))
-            return
-        if self._probe and busy >= CPU_BOUND_RATIO * OVERLAP_AFTER:
-            self._probe_busy0 = busy + self._busy0
-            self.probe_started = time.perf_counter()
-            self._launch(1)
-            return
+        wall, computed, queued = (a - b for a, b in zip(now, self._window0, strict=True))
+        own = wall - queued  # computing or waiting for I/O; run-queue wait is neither
+        if own >= 0.5 * OVERLAP_AFTER:  # else the window was mostly spent runnable: judge the next
+            if computed < 0.1 * own:
+                # As many as Little's law would keep busy so far (the task may wait longer yet).
+                self._launch(min(self._extra, _littles_law(own, computed, usable_cpus()) - 1))
+                return
+            if self._probe and computed >= CPU_BOUND_RATIO * own:
+                self._probe_busy0 = now[1] + now[2]
+                self.probe_started = time.perf_counter()
+                self._launch(1)
+                return
         with self._lock:
             if self._stopped:
                 return
-            self._busy0 += busy  # judge the next window alone
+            self._window0 = now  # judge the next window alone
             self.due = time.perf_counter() + OVERLAP_AFTER
         _watcher().add(self)
 
@@ -724,23 +733,91 @@ class Choice:
     head: Head | None  # the sample tasks, with their results (None for coroutines: nothing ran)
     workers: int | None
     sample: Sample | None
+    source: Iterator[Any]  # the rest of the input (the run reads on from here)
+
+
+#: How long what auto measured for a function is reused by later runs of it in this process.
+REMEMBER_SECONDS = 300.0
+
+
+class _Remembered(NamedTuple):
+    kind: tuple[type, int]  # the first item's type and the magnitude of its size
+    sample: Sample
+    at: float
+
+
+_remembered: weakref.WeakKeyDictionary[Any, _Remembered] = weakref.WeakKeyDictionary()
+_remembered_lock = threading.Lock()
+
+
+def _item_kind(item: Any) -> tuple[type, int]:
+    size = known_size(item)
+    return type(item), 0 if size is None else size.bit_length()
+
+
+def _recall(fn: Any, kind: tuple[type, int]) -> Sample | None:
+    """What an earlier run of ``fn`` on items of this kind measured, if recent."""
+    try:
+        with _remembered_lock:
+            entry = _remembered.get(fn)
+    except TypeError:  # not weak-referenceable (a builtin): never remembered
+        return None
+    if entry is None or entry.kind != kind or time.monotonic() - entry.at > REMEMBER_SECONDS:
+        return None
+    return entry.sample
+
+
+def _remember(fn: Any, kind: tuple[type, int], s: Sample) -> None:
+    if s.failed or not s.timed:
+        return
+    with contextlib.suppress(TypeError), _remembered_lock:
+        # Without the items and results (a 40 MB array is not kept alive by a memo).
+        head: Head = [(None, None, None, wall) for _, _, _, wall in s.head]
+        _remembered[fn] = _Remembered(kind, dataclasses.replace(s, head=head, overlapped=0, exhausted=False),
+                                      time.monotonic())
+
+
+def forget(fn: Any) -> None:
+    """Measure ``fn`` afresh on its next auto run (its tasks changed: auto switched engines)."""
+    with contextlib.suppress(TypeError), _remembered_lock:
+        _remembered.pop(fn, None)
 
 
 def choose(fn: Callable[..., Any], source: Iterator[Any], total: int | None, workers: int | None,
            coroutine: bool, overlap: int) -> Choice:
     """mode="auto": measure the first items here (results kept) and pick the engine.
 
-    ``overlap``: how many more sample tasks may start beside a first one that waits.
+    ``overlap``: how many more sample tasks may start beside a first one that waits. A function
+    measured by an earlier run in this process, on items of the same type and size, within
+    ``REMEMBER_SECONDS``, is not measured again: the run starts at once on the engine those
+    numbers give, and the second look (``Reconsider``) still corrects it if its tasks now differ.
     """
     if coroutine:
         advice = decide_coroutine(workers)
         log.info("taskloom auto mode: %s", advice)
-        return Choice(by_name("async"), advice, None, workers, None)
+        return Choice(by_name("async"), advice, None, workers, None, source)
+    try:
+        first = next(source)
+    except StopIteration:
+        s = Sample(exhausted=True)
+        advice = decide(s, 0)
+        return Choice(by_name(advice.mode), advice, [], workers or advice.workers, None, source)
+    kind = _item_kind(first)
+    source = itertools.chain((first,), source)
+    earlier = _recall(fn, kind)
+    if earlier is not None:
+        advice = decide(earlier, total, pool_warm=_processes_warm(), function_pickles=lambda: function_pickles(fn))
+        advice = dataclasses.replace(advice, reasons=(
+            f"Measured by an earlier run of this function in this process (its {earlier.n} sampled tasks "
+            f"took {_fmt(earlier.per_task)} each).", *advice.reasons))
+        log.info("taskloom auto mode: %s", advice)
+        return Choice(by_name(advice.mode), advice, [], workers or advice.workers, earlier, source)
     s = run_sample(fn, source, AUTO_BUDGET, total, overlap)
+    _remember(fn, kind, s)
     remaining = 0 if s.exhausted else (None if total is None else max(0, total - s.n))
     advice = decide(s, remaining, pool_warm=_processes_warm(), function_pickles=lambda: function_pickles(fn))
     log.info("taskloom auto mode: %s", advice)
-    return Choice(by_name(advice.mode), advice, s.head, workers or advice.workers, s)
+    return Choice(by_name(advice.mode), advice, s.head, workers or advice.workers, s, source)
 
 
 def _processes_warm() -> bool:
@@ -782,6 +859,7 @@ class Reconsider:
         later = dataclasses.replace(s, timed=1, wall=per_task, cpu=per_task * s.cpu_ratio, exhausted=False)
         advice = decide(later, remaining, pool_warm=_processes_warm(),
                         function_pickles=lambda: function_pickles(self._fn))
+        forget(self._fn)  # its tasks are not what was measured: the next run measures again
         if advice.mode == self._advice.mode:
             return None
         switched = dataclasses.replace(advice, reasons=(

@@ -14,6 +14,9 @@ exit. But a task still running then - abandoned by a failed or cancelled run - m
 killed in the middle of a write either: at exit, ``finish_running`` waits for such tasks as the
 stdlib's thread pool does (the exit hook in ``_pools`` runs it, as an ``at_exit_last`` hook), except tasks past their
 ``timeout`` and exits caused by Ctrl-C, which the user asked to stop.
+
+While a batch runs, BLAS is capped to the pool's share of the CPUs (``_blas``: threadpoolctl,
+only when numpy or a kin is already imported), and set back when no pool runs a batch.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from itertools import count
 from typing import Any
 
 from .._system import EXIT_NOTICE
-from . import _registry
+from . import _blas, _registry
 from ._base import Backend, Batch, Done, Lost, Started, enter_depth, run_items
 
 _names = count(1)
@@ -100,6 +103,7 @@ class ThreadBackend(Backend):
         self._extra = 0  # replacements owed for abandoned (timed-out) threads
         self._running: dict[int, threading.Thread] = {}  # batch id -> thread running it
         self._closed = False
+        self._blas_limit = _blas.share(workers)  # BLAS threads per pool thread while a batch runs
 
     # -- contract ---------------------------------------------------------------------------
     def submit(self, batch: Batch) -> None:
@@ -189,7 +193,12 @@ class ThreadBackend(Backend):
                     call = functools.partial(run_items, batch.job.fn, batch.items,
                                              per_item_timing=batch.per_item_timing, catch=BaseException)
                     ctx = batch.job.context
-                    values, errors, durations, elapsed = ctx.copy().run(call) if ctx is not None else call()
+                    capped = _blas.acquire(self._blas_limit)
+                    try:
+                        values, errors, durations, elapsed = ctx.copy().run(call) if ctx is not None else call()
+                    finally:
+                        if capped:  # before Done: the run's last result finds the limits set back
+                            _blas.release(self._blas_limit)
                     batch.sink.put(Done(batch.id, values, errors, durations, elapsed, name))
                     # Nothing of this batch may stay referenced while the thread waits for the next:
                     # not its items or function (the caller's objects), not its results.

@@ -62,7 +62,7 @@ def open_run(fn: Any, items: Iterable[Any], options: Options, *, name: str | Non
         # limit or a timeout, which sample tasks would not respect).
         overlap = 0 if options.rate is not None or options.timeout is not None else (workers or MAX_IO_THREADS) - 1
         choice = choose(fn, source, total, workers, coroutine, overlap)
-        engine, advice, head, workers = choice.engine, choice.advice, choice.head, choice.workers
+        engine, advice, head, workers, source = choice.engine, choice.advice, choice.head, choice.workers, choice.source
         if total is not None and head:
             total -= len(head)
         if choice.sample is not None:
