@@ -3,10 +3,11 @@
 Run by hand (not a test): ``python benchmarks/auto.py [--quick] [--markdown] [--busy] [--write]``.
 
 For each workload: the median time of sequential, threads, processes and auto (pools warm, repeats
-interleaved across modes), and auto's time divided by the best fixed mode's. The sleep workload
+interleaved across modes), and auto's time divided by the best fixed mode's, for a function mapped
+again (auto reuses what it measured) and for one it has never seen (it measures first). The sleep workload
 also has ``threads x200`` (what a user reaches for: ``ThreadPoolExecutor(200)``). Targets: auto
-within 1.2x of the best on every workload; on tiny tasks, no slower than sequential by more than
-10% + 50 ms. ``--busy`` runs the same with one busy-looping process per usable CPU beside it (a
+within 1.2x of the best (or 2 ms) on every workload; on tiny tasks, no slower than sequential by
+more than 10% + 50 ms. ``--busy`` runs the same with one busy-looping process per usable CPU beside it (a
 busy machine must not flip CPU work to threads); ``--write`` puts the table in
 docs/benchmarks.md (section ``auto`` or ``auto_busy``).
 """
@@ -21,6 +22,7 @@ import os
 import statistics
 import sys
 import time
+import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -79,8 +81,17 @@ def workloads(quick: bool) -> list[tuple[str, Callable[[Any], Any], list[Any]]]:
     ]
 
 
+def fresh(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A copy of ``fn`` that auto has never measured (it remembers what it measured per function)."""
+    copy = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    copy.__qualname__ = fn.__qualname__
+    return copy
+
+
 def timed(fn: Callable[[Any], Any], items: list[Any], mode: str) -> tuple[float, str]:
     workers = None
+    if mode == "auto, first run":
+        mode, fn = "auto", fresh(fn)
     if mode.startswith("threads x"):
         mode, workers = "threads", int(mode.removeprefix("threads x"))
     t0 = time.perf_counter()
@@ -121,16 +132,22 @@ def main() -> None:
         rows = measure(args.quick, repeats)
     tl.shutdown()
 
-    head = ["workload", "sequential", "threads", "processes", "auto", "auto chose", "auto / best", "target"]
+    head = ["workload", "sequential", "threads", "processes", "auto", "auto, first run", "auto chose",
+            "auto / best (first run)", "target"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, med, best, chosen, ratio, target in rows:
-        cells = [name] + [_cell(med, m, best) for m in ("sequential", "threads", "processes", "auto")]
-        cells += [chosen, f"{ratio:.2f}", "met" if target else "MISSED"]
+        shown = ("sequential", "threads", "processes", "auto", "auto, first run")
+        cells = [name] + [_cell(med, m, best) for m in shown]
+        first = med["auto, first run"] / med[best]
+        cells += [chosen, f"{ratio:.2f} ({first:.2f})", "met" if target else "MISSED"]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     machine = f"{usable_cpus()} usable CPUs" + (f", {usable_cpus()} busy-looping processes beside" if args.busy else "")
     lines.append(f"median of {repeats}, pools warm, {machine}; * = best fixed mode; "
-                 "threads x200 (sleep row) = a pool of 200 threads, as `ThreadPoolExecutor(200)`")
+                 "threads x200 (sleep row) = a pool of 200 threads, as `ThreadPoolExecutor(200)`; "
+                 "auto = the usual case of a function mapped again (auto reuses what it measured on the "
+                 "function's first run); auto, first run = a function auto has never seen, so it measures first; "
+                 "the target holds for both")
     text = "\n".join(lines)
     print(text if args.markdown or args.write else text.replace("|---", "").replace("| ", "").replace(" |", "  "))
     if args.write:
@@ -145,7 +162,7 @@ def main() -> None:
 def measure(quick: bool, repeats: int) -> list[tuple[str, dict[str, float], str, str, float, bool]]:
     rows = []
     for name, fn, items in workloads(quick):
-        modes = ["sequential", "threads", "processes", "auto"]
+        modes = ["sequential", "threads", "processes", "auto", "auto, first run"]
         if fn is sleepy:
             modes.insert(2, "threads x200")
         for mode in modes:  # warm every pool (auto's first sample is then representative)
@@ -159,11 +176,15 @@ def measure(quick: bool, repeats: int) -> list[tuple[str, dict[str, float], str,
                 if mode == "auto":
                     chosen = picked
         med = {m: statistics.median(t) for m, t in times.items()}
-        best_mode = min((m for m in modes if m != "auto"), key=lambda m: med[m])
+        best_mode = min((m for m in modes if not m.startswith("auto")), key=lambda m: med[m])
         ratio = med["auto"] / med[best_mode]
-        target = med["auto"] <= med["sequential"] * 1.1 + 0.05 if name.startswith("tiny") else ratio <= 1.2
+        worst = max(med["auto"], med["auto, first run"])
+        # A job over in a few ms cannot carry a decision's fixed cost (a thread start, a clock read) at 1.2x.
+        target = (worst <= med["sequential"] * 1.1 + 0.05 if name.startswith("tiny")
+                  else worst <= med[best_mode] * 1.2 or worst - med[best_mode] < 0.002)
         rows.append((name, med, best_mode, chosen, ratio, target))
-        print(f"  {name}: auto / best {ratio:.2f}", file=sys.stderr, flush=True)
+        print(f"  {name}: auto / best {ratio:.2f}, first run {med['auto, first run'] / med[best_mode]:.2f}",
+              file=sys.stderr, flush=True)
     return rows
 
 
