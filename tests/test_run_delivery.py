@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 import taskloom as tl
+from taskloom._backends._base import Done, ItemError
 from taskloom._run._delivery import Delivery, Group
 from tests.fake_engine import Ok, make_run
 
@@ -196,3 +197,38 @@ def test_a_slow_head_holds_the_window_for_imap_but_not_for_map(drain: str) -> No
         assert last_start >= 100  # the window (2 groups) stayed full behind item 0 until it ended
     else:
         assert last_start < 100  # finished groups left the window: the other worker went on
+
+
+# -- a batch's results into its group ---------------------------------------------------------------------
+def done(values: list[object], errors: dict[int, ItemError] | None = None, durations: list[float] | None = None,
+         elapsed: float = 4.0) -> Done:
+    return Done(1, values, errors, durations, elapsed, "w")
+
+
+def test_a_whole_group_that_succeeded_takes_the_batchs_values_at_once() -> None:
+    group = Group(0, [1, 2], [None, None], 2)
+    assert list(group.record(done([10, 20], durations=[1.0, 3.0]), None, collect=True)) == []
+    assert group.values == [10, 20]
+    assert group.durations == [1.0, 3.0]
+    assert group.remaining == 0
+
+
+def test_failed_items_are_yielded_in_batch_order_after_the_items_before_them_ended() -> None:
+    group = Group(0, [1, 2, 3, 4], [None] * 4, 4)
+    boom = ItemError(ValueError("x"), "tb", False)
+    seen = []
+    for pos, item_error in group.record(done([None, 20, None], {0: boom, 2: boom}), [3, 1, 0], collect=True):
+        seen.append((pos, item_error, group.remaining))
+    # Positions 3 and 0 failed; position 1 had ended by the time 0 was yielded, not before 3.
+    assert seen == [(3, boom, 4), (0, boom, 3)]
+    assert group.values == [None, 20, None, None]
+    assert group.durations == [4.0 / 3, 4.0 / 3, 0.0, 4.0 / 3]  # no per-item timing: the batch's mean
+    assert group.remaining == 3  # the failed ones are the run's to end (retry or fail)
+
+
+def test_without_collect_no_durations_are_kept() -> None:
+    group = Group(0, [1, 2], [None, None], 2)
+    assert list(group.record(done([10]), [1], collect=False)) == []
+    assert group.durations is None
+    assert group.values == [None, 10]
+    assert group.remaining == 1

@@ -187,7 +187,7 @@ def test_the_run_ends_every_item_of_a_broken_pool_and_fails_on_a_function(reason
     h = make_run([1, 2, 3], chunksize=3, on_error="collect", retries=2)
     backend = LosingBackend(h.clock, workers=2)
     backend.reason = reason
-    h.run._backend = backend
+    h.run._dispatch.backend = backend
     if reason == "broken":
         outcomes = list(h.run)
         assert [o.ok for o in outcomes] == [False, False, False]

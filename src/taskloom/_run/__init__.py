@@ -2,8 +2,14 @@
 
 * ``_open``: ``open_run`` turns a function, an input and ``Options`` into a ``Run`` (the one way
   ``map``, ``imap``, ``amap``, ``Executor`` and pipeline stages start work);
-* ``_run``: ``Run``, the window over the input, dispatch to a backend and delivery in order;
+* ``_run``: ``Run``, the scheduler: the consumer's loop, events, acting on decisions, the switch;
+* ``_interfaces``: what a run takes from outside (``PushSource``, ``Listener``, ``Watcher`` and
+  ``Switch``), re-exported by ``_run``;
+* ``_intake``: the input, read only as far as the window asks;
+* ``_delivery``: the window's groups and the results handed out (in order, or as done);
+* ``_dispatch``: batches in flight and where, their deadlines, retries waiting out their backoff;
+* ``_failures``: what a failed, timed-out or lost task becomes (pure decisions) and its error;
 * ``_policy``: retries, backoff, the rate limit, deadlines and the clock they read;
-* ``_failures``: how a failed item is described (pure functions from facts to an error);
-* ``_chunker``: batch sizes from measured task times.
+* ``_chunker``: batch sizes from measured task times;
+* ``_tally``: the statistics (a ``_stats.Recorder``) and the progress listener.
 """

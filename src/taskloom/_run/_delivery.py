@@ -10,11 +10,15 @@ It knows nothing of backends, batches or time; the run tells it what ended and t
 from __future__ import annotations
 
 import collections
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import TaskError
 from .._outcome import Outcome
+
+if TYPE_CHECKING:
+    from .._backends._base import Done, ItemError
 
 
 @dataclass(eq=False)
@@ -39,6 +43,35 @@ class Group:
         self.errors[pos] = error
         self.values[pos] = None
         self.remaining -= 1
+
+    def record(self, event: Done, positions: list[int] | None, collect: bool) -> Iterator[tuple[int, ItemError]]:
+        """Take in a batch's results: the values and durations of the items at ``positions`` (None: all).
+
+        Each item that succeeded has ended; each that raised is yielded as ``(pos, error)``, in
+        batch order, for the run to decide as it goes: the items before it have ended, those after
+        it not yet (on_error="raise" hands out no further than that).
+        """
+        durations = event.durations
+        if positions is None and not event.errors:
+            self.values = event.values  # fast path: the whole group succeeded
+            if durations is not None:
+                self.durations = durations
+            self.remaining = 0
+            return
+        if self.durations is None and collect:
+            self.durations = [0.0] * len(self.items)
+        errors = event.errors or {}
+        n = len(event.values)
+        for i, value in enumerate(event.values):
+            pos = i if positions is None else positions[i]
+            if self.durations is not None:
+                self.durations[pos] = durations[i] if durations is not None else event.elapsed / n
+            error = errors.get(i)
+            if error is None:
+                self.values[pos] = value
+                self.succeed(pos)
+            else:
+                yield pos, error
 
 
 class Delivery:

@@ -1,0 +1,68 @@
+"""A run's input, read only as far as its window asks: any iterator, or a ``PushSource``.
+
+An endless generator is read a batch at a time, when the window has room; a ``PushSource``
+(``Executor``, a pipeline stage) is asked with ``take``, which never blocks, and the run notes
+that it starved. Time spent inside the input's ``next`` counts as waiting for input.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from ._interfaces import PushSource
+
+if TYPE_CHECKING:
+    from ._tally import Tally
+
+
+class Intake:
+    """The input of one run; ``open`` until it ended, failed, or was closed (pushed input)."""
+
+    def __init__(self, items: Iterable[Any], tally: Tally) -> None:
+        self._source: Iterator[Any] | None = items if isinstance(items, PushSource) else iter(items)
+        self._tally = tally
+        self.starved = False  # the window has room, but a PushSource had nothing to give
+
+    @property
+    def open(self) -> bool:
+        """Whether more input may come."""
+        return self._source is not None
+
+    @property
+    def pushed(self) -> bool:
+        """Whether other threads push the input (a ``PushSource``) and it is still open."""
+        return isinstance(self._source, PushSource)
+
+    def take(self, size: int) -> tuple[list[Any], Exception | None]:
+        """Up to ``size`` items, and the exception if the input raised (it is then closed).
+
+        No items and no error: a PushSource has none yet (``starved``), or the input ended (no
+        longer ``open``). When the input raises, the items it gave before are returned with the
+        error: they were taken from the input, so they are the run's to finish or drop.
+        """
+        source = self._source
+        assert source is not None
+        items: list[Any] = []
+        try:
+            if isinstance(source, PushSource):
+                taken = source.take(size)
+                if taken is None:
+                    self._source = None
+                elif not taken:
+                    self.starved = True  # nothing submitted yet: wait for events (submit wakes us)
+                return taken or [], None
+            # extend() keeps what it appended before the input raised.
+            t_in = time.perf_counter()
+            try:
+                items.extend(itertools.islice(source, size))
+            finally:
+                self._tally.waited_for_input(time.perf_counter() - t_in)
+        except Exception as exc:
+            self._source = None
+            return items, exc
+        if not items:
+            self._source = None
+        return items, None
