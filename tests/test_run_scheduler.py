@@ -1,4 +1,4 @@
-"""The scheduler (``_run/_run.py``) on a scripted engine and a virtual clock: no sleep, no thread.
+"""The scheduler (``_run/_run.py``) and its parts on a scripted engine and a virtual clock: no sleep, no thread.
 
 Every test here is deterministic: the fake backend (``tests/fake_engine.py``) decides what each
 task does, and time only moves when the run waits, to the exact instant of the next event or timer.
@@ -7,16 +7,22 @@ task does, and time only moves when the run waits, to the exact instant of the n
 from __future__ import annotations
 
 import itertools
+import queue
 import random
 import time
+from collections.abc import Iterator
 
 import pytest
 
 import taskloom as tl
 from taskloom._run._chunker import MAX_GROWTH
+from taskloom._run._delivery import Group
+from taskloom._run._dispatch import Dispatch
+from taskloom._run._intake import Intake
 from taskloom._run._policy import backoff_delay
-from taskloom._run._run import Switch
-from tests.fake_engine import Crash, FakeBackend, FakeEngine, Hang, Ok, Raise, Unpicklable, make_run
+from taskloom._run._run import PushSource, Switch
+from taskloom._run._tally import Tally
+from tests.fake_engine import Crash, FakeBackend, FakeEngine, Hang, Ok, Raise, Unpicklable, job_of, make_run
 
 
 @pytest.fixture(autouse=True)
@@ -269,3 +275,94 @@ def test_an_input_that_raises_with_collect_keeps_what_it_gave_then_raises() -> N
     with pytest.raises(RuntimeError, match="input broke"):
         got.extend(h.run)
     assert [o.value for o in got] == [10, 20]
+
+
+# -- the parts the run owns: input, flights, statistics -------------------------------------------------------
+class Pushed(PushSource):
+    def __init__(self, *batches: list[int] | None) -> None:
+        self.batches = list(batches)
+
+    def take(self, n: int) -> list[int] | None:
+        return self.batches.pop(0)
+
+
+def state(intake: Intake) -> tuple[bool, bool, bool]:
+    """(open, pushed, starved): read afresh each time (mypy would keep an asserted property narrowed)."""
+    return intake.open, intake.pushed, intake.starved
+
+
+def test_intake_reads_as_asked_and_closes_at_the_end() -> None:
+    intake = Intake(iter(range(5)), Tally(None))
+    assert intake.take(3) == ([0, 1, 2], None)
+    assert intake.take(3) == ([3, 4], None)
+    assert state(intake) == (True, False, False)
+    assert intake.take(3) == ([], None)
+    assert state(intake) == (False, False, False)
+
+
+def test_intake_keeps_what_the_input_gave_before_it_raised() -> None:
+    error = RuntimeError("input broke")
+
+    def items() -> Iterator[int]:
+        yield 1
+        raise error
+
+    intake = Intake(items(), Tally(None))
+    assert intake.take(5) == ([1], error)
+    assert state(intake) == (False, False, False)
+
+
+def test_intake_of_a_push_source_starves_without_closing() -> None:
+    intake = Intake(Pushed([], [7], None), Tally(None))
+    assert state(intake) == (True, True, False)
+    assert intake.take(4) == ([], None)
+    assert state(intake) == (True, True, True)
+    assert intake.take(4) == ([7], None)
+    assert intake.take(4) == ([], None)
+    assert state(intake)[:2] == (False, False)
+
+
+def test_dispatch_keeps_each_flight_on_its_backend_and_cancels_by_backend() -> None:
+    h = make_run([], workers=1)
+    tally = Tally(None)
+    first, second = FakeBackend(h.clock, lambda item, _: Hang()), FakeBackend(h.clock, lambda item, _: Hang())
+    dispatch = Dispatch(job_of(h.run), queue.SimpleQueue(), first, timeout=None, per_item_timing=False, tally=tally)
+    group = Group(10, ["a", "b", "c"], [None] * 3, 3)
+    dispatch.submit(group)
+    dispatch.backend = second  # a switch: new batches go to the new backend
+    dispatch.submit(group, [2])
+    dispatch.defer(5.0, group, 1)
+    assert dispatch.deferring
+    assert dispatch.next_due() == 5.0
+    assert [items for _, items in first.submitted] == [["a", "b", "c"]]
+    assert [items for _, items in second.submitted] == [["c"]]
+    assert dispatch.cancel_task(12) == (group, 2)  # the one-item batch of input position 12
+    assert second.cancelled == [["c"]]
+    assert dispatch.cancel_task(11) == (group, 1)  # a retry waiting out its backoff
+    assert dispatch.next_due() is None
+    assert dispatch.cancel_task(10) is None  # its batch holds three items: not one task's to cancel
+    dispatch.cancel_all()
+    assert first.cancelled == [["a", "b", "c"]]
+    assert tally.numbers.batches == 2
+
+
+def test_tally_tells_the_listener_only_what_changed() -> None:
+    told: list[tuple[int, int]] = []
+
+    class Listening:
+        def update(self, done: int, failed: int) -> None:
+            told.append((done, failed))
+
+        def close(self) -> None:
+            told.append((-1, -1))
+
+    tally = Tally(Listening())
+    tally.completed(3)
+    tally.failed()
+    tally.notify()
+    tally.notify()  # nothing new
+    tally.completed()
+    tally.notify()
+    tally.close()
+    assert told == [(4, 1), (1, 0), (-1, -1)]
+    assert tally.ended == 5
