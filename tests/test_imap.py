@@ -205,3 +205,30 @@ def test_a_sequential_task_does_not_hold_the_run_for_other_threads() -> None:
         release.set()
     join(consumer, "the consumer")
     assert results in ([], [1])  # cancelled while task 1 ran: nothing after it runs
+
+
+def test_a_loop_yields_nothing_of_the_current_block_after_cancel_from_another_thread() -> None:
+    # Sequential tiny tasks come back in blocks of thousands: the loop hands them out one by one,
+    # and a cancel() between two of them ends the loop there, mid-block.
+    run = tl.imap(helpers.square, range(100_000), mode="sequential")
+    seen = []
+    for value in run:
+        seen.append(value)
+        if len(seen) == 3:
+            canceller = threading.Thread(target=run.cancel)
+            canceller.start()
+            join(canceller, "run.cancel()")
+    assert seen == [0, 1, 4]
+    assert list(run) == []
+
+
+def test_next_and_a_loop_share_one_position() -> None:
+    run = tl.imap(helpers.square, range(10_000), mode="sequential")
+    assert [next(run), next(run)] == [0, 1]
+    for value in run:
+        assert value == 4
+        break  # leaving the loop cancels the run
+    assert list(run) == []
+    again = tl.imap(helpers.square, range(1000), mode="sequential")
+    assert next(again) == 0
+    assert list(again) == [i * i for i in range(1, 1000)]

@@ -267,11 +267,15 @@ class Run(Generic[T]):
         """
         try:
             while True:
-                try:
-                    value = self.__next__()
-                except StopIteration:
+                current = self._current  # shared with __next__: next(run) and a loop can alternate
+                for value in current:
+                    yield value
+                    if self._current is not current:  # cancelled (from any thread): nothing more
+                        break
+                block = self._next_block()
+                if block is None:
                     return
-                yield value
+                self._current = iter(block)
         finally:
             if not self._done:
                 self.cancel()
