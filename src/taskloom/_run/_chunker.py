@@ -7,8 +7,9 @@ from __future__ import annotations
 TARGET_BATCH_SECONDS = 0.05
 #: A batch never grows more than this factor over the largest one measured so far.
 MAX_GROWTH = 10
-#: Without a known input length, batches stay under this many items (memory and latency).
-MAX_UNSIZED_BATCH = 1 << 16
+#: Without a known input length, batches stay under this many items (memory and latency: a stream of
+#: 2,000,000 ints peaked at +24 MB in the parent with 65,536, +6 MB with 16,384, at the same speed).
+MAX_UNSIZED_BATCH = 1 << 14  # 16,384: 4 batches in flight of tiny items hold ~6 MB in the parent
 
 
 class Chunker:
