@@ -161,6 +161,17 @@ def test_the_rate_limit_spaces_task_starts_evenly() -> None:
     assert starts == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0])
 
 
+def test_a_crash_retry_takes_a_start_under_the_rate_limit_too() -> None:
+    # The rate limit bounds every start: a task whose worker died goes again without backoff, but
+    # not before a token allows (an API called at 2/s is not called twice at once after a crash).
+    h = make_run([0, 1, 2], lambda item, attempt: Crash() if (item, attempt) == (0, 1) else Ok(seconds=0.01),
+                 rate="2/s", workers=4, crash_retries=1)
+    start = h.clock.t
+    assert h.run.to_list() == [0, 10, 20]
+    starts = [t - start for t, _ in h.backend.started_at]
+    assert starts == pytest.approx([0.0, 0.5, 1.0, 1.5])
+
+
 # -- crashes and pickling failures ------------------------------------------------------------------------
 def test_a_crashed_batch_is_split_and_only_the_culprit_is_retried_then_reported() -> None:
     h = make_run([0, 1, 2, 3], lambda item, _: Crash() if item == 2 else Ok(), chunksize=4, crash_retries=1,

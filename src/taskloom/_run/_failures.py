@@ -47,8 +47,8 @@ class At:
 class Retry:
     """Run the item again, as its attempt number ``attempt`` (counted in ``RunStatistics.retried``).
 
-    ``wait``: it waits out the retry backoff and takes a start under the rate limit (a task that
-    raised or ran past its deadline); a task whose worker died goes again at once.
+    ``wait``: it waits out the retry backoff (a task that raised or ran past its deadline); a task
+    whose worker died goes again without backoff. Every retry takes a start under the rate limit.
     """
 
     attempt: int

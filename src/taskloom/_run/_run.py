@@ -476,8 +476,10 @@ class Run(Generic[T]):
             return
         group.attempts[pos] = decision.attempt
         self._tally.retried()
-        if decision.wait and (self._policy.backoff > 0 or self._bucket is not None):
-            self._dispatch.defer(self._clock.now() + self._policy.delay(decision.attempt - 1), group, pos)
+        if self._bucket is not None or (decision.wait and self._policy.backoff > 0):
+            # Every start takes a token under ``rate``; only a failure the task caused waits out backoff.
+            delay = self._policy.delay(decision.attempt - 1) if decision.wait else 0.0
+            self._dispatch.defer(self._clock.now() + delay, group, pos)
         else:
             self._dispatch.submit(group, [pos])
 
