@@ -659,8 +659,12 @@ def decide(
         if proc_note and not io_bound:
             reasons.append(f"Processes were not considered: {proc_note}.")
         return Advice("threads", thr_workers, "auto", tuple(reasons), speedups, measured)
-    measured_gil = (f"two threads ran {s.thread_speedup:.2f}x as fast as one" if s.thread_speedup is not None
-                    else "not measured: too few tasks to spare two for the probe")
+    if s.thread_speedup is not None:
+        measured_gil = f"two threads ran {s.thread_speedup:.2f}x as fast as one"
+    elif s.per_task < PROBE_MIN_TASK:
+        measured_gil = f"not measured: tasks under {_fmt(PROBE_MIN_TASK)} are too short to time on two threads"
+    else:
+        measured_gil = "not measured: too few tasks to spare two for the probe"
     reasons.append(f"The GIL serialises threads on this work ({measured_gil}), so {cpus} worker processes "
                    f"run it in parallel (model: {speedups['processes']:.1f}x).")
     return Advice("processes", cpus, "auto", tuple(reasons), speedups, measured)
