@@ -4,12 +4,21 @@ One loop ("taskloom-asyncio") serves every run, so synchronous code can map coro
 owning a loop. Each batch becomes one asyncio task that awaits its items in turn (the scheduler
 sends coroutine batches of one item, so concurrency is the number of batches in flight, capped
 by ``workers``: a semaphore, not a pool). ``cancel`` and ``abort`` cancel the asyncio task.
+
+Per task, the loop pays one asyncio task (created straight into a copy of the caller's context),
+one coroutine frame around the user's and one ``Done`` on the run's sink: no done-callback, no
+per-batch lock, no second context copy. Submissions from the run's thread are coalesced into one
+wake-up of the loop per burst. If the loop stops (``taskloom.shutdown()``) under running or
+queued batches, each is reported ``Lost("broken")``, so no run waits for it forever; a closed
+backend does not start a new loop for a run that still holds it (new runs get a new backend).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import sys
 import threading
 import time
 import traceback
@@ -17,6 +26,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ._base import Backend, Batch, Done, ItemError, Lost, Started, enter_depth
+
+#: ``loop.create_task(coro, context=...)`` exists from Python 3.11.
+_TASK_CONTEXT = sys.version_info >= (3, 11)
 
 
 class AsyncBackend(Backend):
@@ -38,14 +50,25 @@ class AsyncBackend(Backend):
         if loop is not None and debug:
             self._watchdog = LoopWatchdog(loop, loop_thread or threading.get_ident())
         self._lock = threading.Lock()
-        self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._batches: dict[int, Batch] = {}  # started and not finished: reported if the loop dies
-        self._incoming: list[Batch] = []  # submitted, not yet started on the loop
+        # Started and not finished, by batch id: cancelled by id, reported Lost if the loop dies.
+        # Touched only in the loop's thread (each task removes itself when it ends).
+        self._running: dict[int, tuple[asyncio.Task[None], Batch]] = {}
+        # Submitted, not yet started on the loop. A deque and a flag, no lock: the run's thread
+        # appends and the loop pops (each atomic), and a lock here was contended by two threads
+        # that take turns on the GIL (a holder preempted mid-section stalls the other).
+        self._incoming: collections.deque[Batch] = collections.deque()
         self._drain_scheduled = False
+        self._stopped: asyncio.AbstractEventLoop | None = None  # our loop that stopped: no drain will come
+        # Shut down (taskloom.shutdown()): a run still holding this backend gets Lost("broken") for
+        # what it submits, as the thread pool refuses it; new runs get a new backend from _pools.
+        self._closed = False
 
-    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop, started on first use; None once ``close()`` has stopped it (no restart)."""
         with self._lock:
             if self._loop is None:
+                if self._closed:
+                    return None
                 ready = threading.Event()
                 loop = self._loop_factory()
 
@@ -56,12 +79,18 @@ class AsyncBackend(Backend):
                     try:
                         loop.run_forever()
                     finally:
+                        # Runs must not wait forever for batches that die with the loop: those
+                        # running (taken before their tasks are cancelled, which removes them)
+                        # and those submitted but never started.
+                        # A submit that still holds this loop sees it stopped (it looks after
+                        # its append) or its batch is taken here (appended before we look).
+                        self._stopped = loop
+                        lost = [batch for _, batch in self._running.values()]
+                        self._running.clear()
                         _cancel_all(loop)
                         loop.close()
-                        # Runs must not wait forever for batches that died with the loop.
-                        for batch in list(self._batches.values()):
-                            batch.sink.put(Lost(batch.id, "broken", "the asyncio event loop stopped"))
-                        self._batches.clear()
+                        _report_lost(lost)
+                        self._fail_incoming()
 
                 self._thread = threading.Thread(target=run, name="taskloom-asyncio", daemon=True)
                 self._thread.start()
@@ -72,22 +101,55 @@ class AsyncBackend(Backend):
             return self._loop
 
     def submit(self, batch: Batch) -> None:
-        loop = self._ensure_loop()
+        loop = self._loop or self._ensure_loop()  # the lock only to start the loop
+        if loop is None:
+            _report_lost([batch])
+            return
         # One wake-up of the loop for a burst of submissions, not one per batch: each
-        # call_soon_threadsafe writes to the loop's self-pipe (a system call).
-        with self._lock:
-            self._incoming.append(batch)
-            if self._drain_scheduled:
-                return
+        # call_soon_threadsafe writes to the loop's self-pipe (a system call). The flag is read
+        # after the append and cleared by _drain before it pops: a batch appended while a drain
+        # is pending is taken by that drain, and at worst two threads schedule one drain each.
+        self._incoming.append(batch)
+        if not self._drain_scheduled:
             self._drain_scheduled = True
-        loop.call_soon_threadsafe(self._drain)
+            try:
+                loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:  # closed
+                if self._stopped is not loop:
+                    raise  # the caller's loop (amap): the caller closed it
+        if self._stopped is loop:  # taskloom.shutdown() stopped it meanwhile
+            self._fail_incoming()
+
+    def _fail_incoming(self) -> None:
+        """The loop stopped: batches waiting for it will not run (report each once)."""
+        lost = []
+        with contextlib.suppress(IndexError):  # another thread took the last one
+            while True:
+                lost.append(self._incoming.popleft())
+        self._drain_scheduled = False
+        _report_lost(lost)
 
     def _drain(self) -> None:
-        with self._lock:
-            batches, self._incoming = self._incoming, []
-            self._drain_scheduled = False
-        for batch in batches:
-            self._start(batch)
+        self._drain_scheduled = False
+        incoming = self._incoming
+        create_task = asyncio.get_running_loop().create_task  # honours the loop's task factory
+        running = self._running
+        run = self._run
+        while incoming:
+            batch = incoming.popleft()
+            if batch.cancelled:
+                continue
+            ctx = batch.job.context
+            # A task runs in a copy of the caller's context (what a thread task sees), one per
+            # task so that one task's ContextVar.set() is not seen by the others.
+            if ctx is None:
+                task = create_task(run(batch))
+            elif _TASK_CONTEXT:
+                task = create_task(run(batch), context=ctx.copy())  # type: ignore[call-arg,unused-ignore]
+            else:  # Python 3.10: the task copies the context current when it is created
+                task = ctx.copy().run(create_task, run(batch))
+            if not task.done():  # an eager task factory may have run it to the end already
+                running[batch.id] = (task, batch)
 
     def cancel(self, batches: list[Batch]) -> None:
         super().cancel(batches)
@@ -105,58 +167,66 @@ class AsyncBackend(Backend):
         with self._lock:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
+            self._closed = True
         if loop is not None and thread is not None:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(loop.stop)
             thread.join(timeout=5)
 
     # -- in the loop thread ----------------------------------------------------------------
-    def _start(self, batch: Batch) -> None:
-        if batch.cancelled:
-            return
-        coro = self._run(batch)
-        ctx = batch.job.context
-        # The task copies the current context when created: create it inside the caller's.
-        task = ctx.copy().run(asyncio.ensure_future, coro) if ctx is not None else asyncio.ensure_future(coro)
-        self._tasks[batch.id] = task
-        self._batches[batch.id] = batch
-
-        def forget(_: object) -> None:
-            self._tasks.pop(batch.id, None)
-            self._batches.pop(batch.id, None)
-
-        task.add_done_callback(forget)
-
     def _cancel_ids(self, ids: list[int]) -> None:
         for batch_id in ids:
-            task = self._tasks.get(batch_id)
-            if task is not None:
-                task.cancel()
+            entry = self._running.pop(batch_id, None)  # a task cancelled before it starts never runs its finally
+            if entry is not None:
+                entry[0].cancel()
 
     async def _run(self, batch: Batch) -> None:
-        if batch.timed:
-            batch.sink.put(Started(batch.id, time.monotonic(), "asyncio"))
-        fn = batch.job.fn
-        values: list[Any] = []
-        errors: dict[int, ItemError] | None = None
-        durations: list[float] | None = [] if batch.per_item_timing else None
-        start = time.perf_counter()
-        for pos, item in enumerate(batch.items):
-            t0 = time.perf_counter()
-            try:
-                values.append(await fn(item))
-            except asyncio.CancelledError:
-                raise  # cancelled by the scheduler: it has forgotten this batch already
-            except BaseException as exc:
-                # SystemExit or KeyboardInterrupt raised by a task would otherwise stop the loop
-                # that every run shares: it is that task's error, as on threads and processes.
-                values.append(None)
-                if errors is None:
-                    errors = {}
-                errors[pos] = ItemError(exc, traceback.format_exc(), False)
-            if durations is not None:
-                durations.append(time.perf_counter() - t0)
-        batch.sink.put(Done(batch.id, values, errors, durations, time.perf_counter() - start, "asyncio"))
+        try:
+            if batch.timed:
+                batch.sink.put(Started(batch.id, time.monotonic(), "asyncio"))
+            fn = batch.job.fn
+            items = batch.items
+            clock = time.perf_counter
+            start = clock()
+            values: list[Any]
+            errors: dict[int, ItemError] | None = None
+            if len(items) == 1 and not batch.per_item_timing:
+                # The usual batch (the scheduler sends coroutines one per batch): no list walk.
+                try:
+                    values = [await fn(items[0])]
+                except asyncio.CancelledError:
+                    raise  # cancelled by the scheduler: it has forgotten this batch already
+                except BaseException as exc:  # see below
+                    values = [None]
+                    errors = {0: ItemError(exc, traceback.format_exc(), False)}
+                batch.sink.put(Done(batch.id, values, errors, None, clock() - start, "asyncio"))
+                return
+            values = []
+            durations: list[float] | None = [] if batch.per_item_timing else None
+            for pos, item in enumerate(items):
+                t0 = clock()
+                try:
+                    values.append(await fn(item))
+                except asyncio.CancelledError:
+                    raise
+                except BaseException as exc:
+                    # SystemExit or KeyboardInterrupt raised by a task would otherwise stop the loop
+                    # that every run shares: it is that task's error, as on threads and processes.
+                    values.append(None)
+                    if errors is None:
+                        errors = {}
+                    errors[pos] = ItemError(exc, traceback.format_exc(), False)
+                if durations is not None:
+                    durations.append(clock() - t0)
+            batch.sink.put(Done(batch.id, values, errors, durations, clock() - start, "asyncio"))
+        finally:
+            self._running.pop(batch.id, None)
+
+
+def _report_lost(batches: list[Batch]) -> None:
+    for batch in batches:
+        if not batch.cancelled:
+            batch.sink.put(Lost(batch.id, "broken", "the asyncio event loop stopped"))
 
 
 def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
