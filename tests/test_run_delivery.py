@@ -174,6 +174,11 @@ def test_imap_counts_finished_groups_behind_a_slow_head_in_the_window() -> None:
     assert d.in_window() == 4  # they hold memory until the head is handed out
     d.hold_finished = False  # map keeps every result anyway
     assert d.in_window() == 1
+    d.deliver(d._groups[1])  # told again of a group it counted already: counted once
+    assert d.in_window() == 1
+    d.deliver(finish(d._groups[0]))  # the head ends: all four go out, none waits any more
+    assert [d.take() for _ in range(4)] == [[0], [10], [20], [30]]
+    assert d.open == d.in_window() == 0
 
 
 def test_unordered_windows_count_open_groups_only() -> None:

@@ -33,6 +33,8 @@ class Group:
     attempts: dict[int, int] = field(default_factory=dict)  # pos -> runs so far (absent: 1)
     crashes: dict[int, list[tuple[int, int | None]]] = field(default_factory=dict)
     durations: list[float] | None = None
+    emitted: bool = False  # handed out (or dropped as failed): no longer in the window
+    waiting: bool = False  # finished, and counted by Delivery as waiting behind an earlier group
 
     def succeed(self, pos: int) -> None:
         """The item at ``pos`` ended with the value already in ``values[pos]``."""
@@ -88,6 +90,7 @@ class Delivery:
         #: ``map`` (``to_list``) turns it off.
         self.hold_finished = True
         self.open = 0  # groups taken from the input and not yet handed out
+        self._finished_waiting = 0  # ordered: groups that ended but wait behind an earlier one
         self.halted = False  # a failure was recorded: nothing more is handed out
         self._groups: collections.deque[Group] = collections.deque()  # ordered: undelivered groups
         self._ready: collections.deque[list[Any]] = collections.deque()  # blocks ready to hand out
@@ -108,7 +111,7 @@ class Delivery:
         list would not hold, and counting them would idle workers behind one slow task."""
         if self.hold_finished or not self.ordered:
             return self.open
-        return self.open - sum(1 for g in self._groups if g.remaining == 0)
+        return self.open - self._finished_waiting
 
     @property
     def has_ready(self) -> bool:
@@ -130,6 +133,9 @@ class Delivery:
         if self.ordered:
             while self._groups and self._groups[0].remaining == 0:
                 self._emit(self._groups.popleft())
+            if group is not None and group.remaining == 0 and not group.emitted and not group.waiting:
+                group.waiting = True  # counted once here, not by a walk over every group per item taken
+                self._finished_waiting += 1
         elif group is not None and group.remaining == 0:
             self._emit(group)
 
@@ -146,6 +152,9 @@ class Delivery:
 
     def _emit(self, group: Group) -> None:
         self.open -= 1
+        group.emitted = True
+        if group.waiting:
+            self._finished_waiting -= 1
         if self.collect:
             durations = group.durations or [0.0] * len(group.items)
             block = [
