@@ -317,6 +317,26 @@ def test_a_second_auto_run_of_a_function_reuses_its_measurement_and_runs_nothing
     assert "earlier run" not in third.advice.reasons[0]
 
 
+def test_a_guess_is_not_remembered_a_measurement_is() -> None:
+    def spin(n: int) -> int:  # a function of this test alone: no other test's run is remembered for it
+        return sum(i * i for i in range(n))
+
+    # Four CPU tasks: too short a job to spare two tasks for the GIL probe, so auto guesses
+    # (unless a busy machine stretched the first task past 5 ms: then the probe ran beside it).
+    run = tl.imap(spin, [20_000] * 4)
+    assert list(run) == [spin(20_000)] * 4
+    assert run.advice is not None
+    if run.advice.measurements.get("thread_speedup") is None:
+        assert _recall(spin, _item_kind(20_000)) is None, "a guess was remembered"
+    longer = tl.imap(spin, [20_000] * 40)
+    assert list(longer) == [spin(20_000)] * 40
+    assert longer.advice is not None
+    assert "thread_speedup" in longer.advice.measurements
+    remembered = _recall(spin, _item_kind(20_000))
+    assert remembered is not None
+    assert remembered.thread_speedup is not None
+
+
 def test_the_memo_keeps_no_item_or_result_alive() -> None:
     import gc
     import weakref

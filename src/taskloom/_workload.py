@@ -774,6 +774,8 @@ def _recall(fn: Any, kind: tuple[type, int]) -> Sample | None:
 def _remember(fn: Any, kind: tuple[type, int], s: Sample) -> None:
     if s.failed or not s.timed:
         return
+    if s.thread_speedup is None and s.cpu_ratio >= CPU_BOUND_RATIO and s.per_task >= PROBE_MIN_TASK:
+        return  # a short job skipped the GIL probe: its choice was a guess, not worth repeating
     with contextlib.suppress(TypeError), _remembered_lock:
         # Without the items and results (a 40 MB array is not kept alive by a memo).
         head: Head = [(None, None, None, wall) for _, _, _, wall in s.head]
