@@ -8,6 +8,7 @@ imports at module level, because every worker process that runs one of these tas
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import os
 import tempfile
@@ -297,3 +298,20 @@ def session_members(sid: int) -> list[int]:
         except (OSError, psutil.Error):
             continue
     return members
+
+
+def assert_session_empty(sid: int, timeout: float = 15.0) -> None:
+    """Fail (after killing them) if processes of session ``sid`` are still alive ``timeout`` s from now.
+
+    A script's helpers may take a moment to go (a resource tracker exits when its pipe closes).
+    """
+    deadline = time.monotonic() + timeout
+    left = session_members(sid)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = session_members(sid)
+    if left:
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+        raise AssertionError(f"processes left behind by the script: {left}")

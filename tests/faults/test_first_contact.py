@@ -7,17 +7,15 @@ fork server included).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import session_members
+from tests.helpers import assert_session_empty
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -74,21 +72,10 @@ def _run(args: list[str], *, stdin: str | None = None, cwd: Path | None = None,
         os.killpg(proc.pid, 9)
         out, err = proc.communicate()
         pytest.fail(f"{args} hung: killed after {timeout} s\nstdout:\n{out}\nstderr:\n{err[-3000:]}")
-    _assert_session_empty(proc.pid)
+    assert_session_empty(proc.pid)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-def _assert_session_empty(sid: int) -> None:
-    deadline = time.monotonic() + 10
-    left = session_members(sid)
-    while left and time.monotonic() < deadline:
-        time.sleep(0.05)
-        left = session_members(sid)
-    if left:
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, 9)
-        pytest.fail(f"processes left behind by the script: {left}")
 
 
 def _check(result: subprocess.CompletedProcess[str], expected: list[str] = EXPECTED) -> None:

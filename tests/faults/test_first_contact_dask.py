@@ -10,17 +10,15 @@ a generous bound, and leave no process of its session behind.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
 from taskloom._backends._daskmain import guard_bodies
-from tests.helpers import run_in_own_session, session_members
+from tests.helpers import assert_session_empty, run_in_own_session
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.dask]
 
@@ -91,21 +89,10 @@ def _run(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple
                                                  timeout=120)
     except Exception as exc:  # TimeoutExpired: the session was killed already
         pytest.fail(f"{args} hung (killed after 120 s): {exc!r}")
-    _assert_session_empty(pid)
+    assert_session_empty(pid)
     return code, out, err
 
 
-def _assert_session_empty(sid: int) -> None:
-    deadline = time.monotonic() + 15  # the resource tracker sees its pipe close, then exits
-    left = session_members(sid)
-    while left and time.monotonic() < deadline:
-        time.sleep(0.1)
-        left = session_members(sid)
-    if left:
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, 9)
-        pytest.fail(f"processes left behind by the script: {left}")
 
 
 def _check(code: int, out: str, err: str, expected: list[str]) -> None:
