@@ -497,7 +497,8 @@ class Executor(concurrent.futures.Executor):
 
         Args:
             wait: block until every task already started or queued has ended (default True).
-            cancel_futures: cancel the futures of the tasks that have not started (default False).
+            cancel_futures: cancel the futures of the tasks that have not started (default False),
+                except those an idle worker would have taken already, as in ``ThreadPoolExecutor``.
         """
         inbox = self._inbox
         doomed: list[_Future] = []
