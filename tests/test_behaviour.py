@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import threading
 import time
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -486,3 +488,56 @@ def test_a_partial_is_named_by_its_function_in_errors() -> None:
     assert "(partial(fail_on_seven))" in str(info.value)
     assert info.value.stage == "partial(fail_on_seven)"
     assert "<function" not in str(info.value)
+
+
+# -- journal= -------------------------------------------------------------------------------------
+def _journal_task(backend: str, logdir: Any) -> Any:
+    from tests.journal_tasks import Logged
+
+    return task_for(backend, Logged(logdir))
+
+
+@pytest.mark.smoke
+def test_a_journal_resumes_a_cut_short_run_on_every_engine(backend: str, tmp_path: Any) -> None:
+    from tests.journal_tasks import expected, outcomes_as_json, runs
+
+    journal, logdir = tmp_path / "run.jsonl", tmp_path / "log"
+    logdir.mkdir()
+    first = tl.map(_journal_task(backend, logdir), range(40), mode=backend, journal=journal, on_error="collect")
+    assert outcomes_as_json(first) == expected(40)
+    lines = journal.read_bytes().split(b"\n")
+    journal.write_bytes(b"\n".join(lines[:15]) + b"\n" + lines[15][:9])  # as if killed while writing line 16
+    kept = {json.loads(line)["index"] for line in lines[:15]}
+
+    run = tl.imap(_journal_task(backend, logdir), range(50), mode=backend, journal=journal, on_error="collect",
+                  ordered=False)
+    again = sorted(run, key=lambda o: o.index)
+    assert outcomes_as_json(again) == expected(50)
+    assert [o.index for o in again] == list(range(50))
+    counts = runs(logdir)
+    assert all(counts[i] == 1 for i in kept)  # a recorded item never runs again
+    assert all(counts[i] == 2 for i in range(40) if i not in kept)  # the rest ran again (at least once)
+    recorded = [json.loads(line)["index"] for line in journal.read_text().splitlines()]
+    assert sorted(recorded) == list(range(50))  # the torn line was cut off: each item once
+    stats = run.statistics()
+    assert (stats.skipped, stats.completed + stats.failed) == (15, 35)
+
+
+def test_a_recorded_error_is_raised_where_it_stands_unless_rerun_failed(backend: str, tmp_path: Any) -> None:
+    from tests.journal_tasks import runs
+
+    journal, logdir = tmp_path / "run.jsonl", tmp_path / "log"
+    logdir.mkdir()
+    with pytest.raises(tl.TaskError) as first:
+        tl.map(_journal_task(backend, logdir), range(10), mode=backend, journal=journal, chunksize=1)
+    assert first.value.index == 3
+    with pytest.raises(tl.TaskError) as again:  # the journal's error, raised again without running item 3
+        tl.map(_journal_task(backend, logdir), range(4), mode=backend, journal=journal)
+    assert again.value.index == 3
+    assert isinstance(again.value.__cause__, ValueError)
+    assert "item 3 is bad" in str(again.value.__cause__)
+    assert runs(logdir)[3] == 1
+
+    fixed = task_for(backend, helpers.square)
+    assert tl.map(fixed, range(10), mode=backend, journal=journal, rerun_failed=True)[:5] == [0, 1, 4, 9, 16]
+    assert tl.map(fixed, range(10), mode=backend, journal=journal)[3] == 9  # recorded now, not run again

@@ -22,7 +22,8 @@ def taskloom(*args: str, stdin: str | None = None) -> subprocess.CompletedProces
 
 
 def lines(path: Path) -> list[dict[str, object]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    """OUTPUT's records by index (a journal is written as records end, not in input order)."""
+    return sorted((json.loads(line) for line in path.read_text().splitlines()), key=lambda r: int(str(r["index"])))
 
 
 def test_plain_lines_with_an_error_recorded(tmp_path: Path) -> None:
@@ -122,3 +123,44 @@ def test_resume_after_sigkill_loses_nothing_and_repeats_nothing(tmp_path: Path) 
     indexes = [r["index"] for r in rows]
     assert sorted(indexes) == list(range(n))  # every item exactly once
     assert all(r["value"] == int(str(r["input"])) + 1 for r in rows)
+
+
+def test_resume_exits_1_when_an_earlier_run_recorded_a_failure(tmp_path: Path) -> None:
+    source = tmp_path / "in.txt"
+    source.write_text("1\nnot a number\n3\n")
+    out = tmp_path / "out.jsonl"
+    first = taskloom("map", "tests.cli_tasks:inc", str(source), "-o", str(out), "--mode", "threads")
+    assert first.returncode == 1, first.stderr
+    again = taskloom("map", "tests.cli_tasks:inc", str(source), "-o", str(out), "--resume")
+    assert again.returncode == 1, again.stderr  # nothing ran, but the recorded failure still counts
+    assert "2 succeeded, 1 failed (3 of them already done by an earlier run)" in again.stderr
+    assert len(lines(out)) == 3  # nothing was run or written twice
+
+    source.write_text("1\n2\n3\n")  # the bad record fixed: --rerun-failed runs just that one again
+    fixed = taskloom("map", "tests.cli_tasks:inc", str(source), "-o", str(out), "--resume", "--rerun-failed")
+    assert fixed.returncode == 0, fixed.stderr
+    assert "3 succeeded, 0 failed (2 of them already done by an earlier run)" in fixed.stderr
+    assert [r["index"] for r in lines(out)][-1] == 2
+    assert len(lines(out)) == 4
+
+
+def test_a_second_runner_on_the_same_output_is_refused(tmp_path: Path) -> None:
+    source = tmp_path / "in.txt"
+    source.write_text("".join(f"{i}\n" for i in range(100_000)))
+    out = tmp_path / "out.jsonl"
+    args = [sys.executable, "-m", "taskloom._cli", "map", "tests.cli_tasks:slow_inc", str(source), "-o", str(out),
+            "--mode", "threads", "--workers", "2"]
+    runner = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out.exists() and out.stat().st_size > 0):  # it holds the journal once it wrote a record
+            assert time.monotonic() < deadline, "the first runner wrote nothing within 60 s"
+            time.sleep(0.02)
+        second = taskloom("map", "tests.cli_tasks:inc", str(source), "-o", str(out), "--resume")
+        assert second.returncode == 2
+        assert "is in use by another run" in second.stderr
+        assert f"process {runner.pid}" in second.stderr
+    finally:
+        os.killpg(runner.pid, signal.SIGKILL)
+        runner.wait(30)

@@ -16,6 +16,7 @@ from ._api import imap as imap
 from ._api import map as map
 from ._api import starmap as starmap
 from ._errors import DeadlockError as DeadlockError
+from ._errors import JournalError as JournalError
 from ._errors import LockOrderError as LockOrderError
 from ._errors import SerializationError as SerializationError
 from ._errors import TaskError as TaskError

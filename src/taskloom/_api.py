@@ -79,6 +79,16 @@ def imap(fn: Callable[[T], Any], items: Iterable[T], *, on_error: OnError = "rai
         progress: True for a progress bar (a log line every few seconds when not on a terminal);
             a callable, called with a ``ProgressUpdate`` after each finished batch; or an object
             with ``update(n)`` such as a ``tqdm`` bar, advanced by finished tasks.
+        journal: a file path: each item's outcome is appended to it as it ends (one JSON line),
+            and a run started on an existing journal runs only the items it lacks, handing out
+            the recorded ones in their place. A recorded result never runs again; an item that
+            was running when the process died runs again. See the guide's "Long runs".
+        key: a function of an item giving its identity in the journal (a JSON value unique to
+            it), for an input whose order may change between runs; default: its position.
+        rerun_failed: run again the items the journal records as failed (default: they come
+            back as the errors they were).
+        serializer: ``dumps(obj) -> bytes`` and ``loads(bytes) -> obj`` for journal values that
+            are not plain JSON (default: ``pickle``; a journal is trusted input).
 
     Returns:
         A ``Run``: iterate it; ``.statistics()``, ``.advice`` and ``.cancel()`` describe and control it.
@@ -91,6 +101,8 @@ def imap(fn: Callable[[T], Any], items: Iterable[T], *, on_error: OnError = "rai
             exception is its ``__cause__``); ``TaskTimeout``, ``WorkerCrashed`` and
             ``SerializationError`` are its subclasses.
         SerializationError: the function cannot be sent to worker processes.
+        JournalError: ``journal`` is in use by another run, or is not a journal (before anything
+            runs); while iterating, an item whose ``key`` is not unique or not JSON.
     """
     return open_run(fn, items, Options.build(fn, "imap", on_error=on_error, **options))
 

@@ -10,6 +10,7 @@ from them), so an error raised in a worker process or on a cluster arrives whole
     │   ├── TaskTimeout           ran past its timeout (also a TimeoutError)
     │   ├── WorkerCrashed         the worker running it died (also a concurrent.futures BrokenProcessPool)
     │   └── SerializationError    the function, an item or a result could not be (un)pickled
+    ├── JournalError              a run's journal= file is in use by another run, or broken
     ├── LockOrderError            (also a RuntimeError)
     └── DeadlockError             (also a RuntimeError)
 """
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DeadlockError",
+    "JournalError",
     "LockOrderError",
     "RemoteTraceback",
     "SerializationError",
@@ -152,6 +154,14 @@ class SerializationError(TaskError):
         return {**super()._kwargs(), "what": self.what}
 
 
+class JournalError(TaskloomError):
+    """A run's ``journal=`` file cannot be used: another run holds it, or it is not a journal.
+
+    Raised before anything runs (or, for an item whose ``key=`` is not unique or not JSON, by the
+    run as an error of its input). The message names the file, the line or the item, and what to do.
+    """
+
+
 class LockOrderError(TaskloomError, RuntimeError):
     """Locks were taken against their declared order (see ``OrderedLock``).
 
@@ -222,6 +232,6 @@ def __getattr__(name: str) -> Any:
 
 # Raised long before anyone looks them up on the package: they say taskloom.TaskError from the start
 # (and pickle by that name, which the package resolves on first use).
-for _cls in (TaskloomError, TaskError, TaskTimeout, SerializationError, LockOrderError, DeadlockError):
+for _cls in (TaskloomError, TaskError, TaskTimeout, SerializationError, JournalError, LockOrderError, DeadlockError):
     _cls.__module__ = "taskloom"
 del _cls

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
@@ -40,12 +42,18 @@ class RunOptions(TypedDict, total=False):
     backoff: float
     prefetch: int | None
     progress: object
+    journal: str | os.PathLike[str] | None
+    key: Callable[[Any], Any] | None
+    rerun_failed: bool
+    serializer: Any
 
 
 _DEFAULTS: dict[str, Any] = {
     "mode": "auto", "workers": None, "chunksize": "auto", "ordered": True, "timeout": None, "retries": 0,
     "retry_on": (Exception,), "rate": None, "backoff": 0.0, "prefetch": None, "progress": False,
+    "journal": None, "key": None, "rerun_failed": False, "serializer": None,
 }
+_JOURNAL_ONLY = ("key", "rerun_failed", "serializer")
 
 
 def check_int(name: str, value: object, low: int, allow_none: bool = True) -> None:
@@ -99,6 +107,10 @@ class Options:
     on_error: OnError
     prefetch: int | None
     progress: object
+    journal: str | os.PathLike[str] | None = None
+    key: Callable[[Any], Any] | None = None
+    rerun_failed: bool = False
+    serializer: Any = None
 
     @property
     def collect(self) -> bool:
@@ -160,6 +172,7 @@ class Options:
         backoff = o["backoff"]
         if isinstance(backoff, bool) or not isinstance(backoff, int | float) or backoff < 0:
             raise ValueError(f"backoff must be a number of seconds >= 0, got {backoff!r}")
+        _check_journal(o)
         fixed = None if chunksize == "auto" else chunksize
         for option, value in (("timeout", timeout), ("rate", o["rate"])):
             if value is not None and fixed is not None and fixed > 1:
@@ -173,6 +186,31 @@ class Options:
             mode=parse_mode(o["mode"], allow_auto=allow_auto), workers=o["workers"], chunksize=fixed,
             ordered=o["ordered"], timeout=None if timeout is None else float(timeout), retries=o["retries"],
             retry_on=classes, rate=rate, backoff=float(backoff), on_error=on_error,
-            prefetch=o["prefetch"], progress=progress,
+            prefetch=o["prefetch"], progress=progress, journal=o["journal"], key=o["key"],
+            rerun_failed=o["rerun_failed"], serializer=o["serializer"],
         )
+
+
+def _check_journal(o: dict[str, Any]) -> None:
+    check_journal(o["journal"], o["key"], o["rerun_failed"], o["serializer"])
+
+
+def check_journal(journal: object, key: object, rerun_failed: object, serializer: object) -> None:
+    """Refuse bad ``journal=``, ``key=``, ``rerun_failed=`` and ``serializer=`` (map's and pipeline's), naming which."""
+    if journal is None:
+        given = [name for name, value in zip(_JOURNAL_ONLY, (key, rerun_failed, serializer), strict=True)
+                 if value != _DEFAULTS[name]]
+        if given:
+            raise ValueError(f"{given[0]}= only applies to a run with journal= (the file that records each item)")
+        return
+    if not isinstance(journal, str | os.PathLike) or not os.fspath(journal):
+        raise TypeError(f"journal must be a file path (str or os.PathLike), got {journal!r}")
+    if key is not None and not callable(key):
+        raise TypeError(f"key must be a function of an item (or None: items are known by position), got {key!r}")
+    if not isinstance(rerun_failed, bool):
+        raise TypeError(f"rerun_failed must be True or False, got {rerun_failed!r}")
+    if serializer is not None and not (callable(getattr(serializer, "dumps", None))
+                                       and callable(getattr(serializer, "loads", None))):
+        raise TypeError(f"serializer must have dumps(obj) -> bytes and loads(bytes) -> obj (like the pickle module), "
+                        f"got {serializer!r}")
 

@@ -34,12 +34,13 @@ iterates that stage's ``Run`` and pushes the results into the next bounded queue
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sized
-from typing import Any, Generic, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 from ._callables import fn_name, is_coroutine_function
 from ._modes import ModeLike
-from ._options import Options
+from ._options import Options, check_journal
 from ._pipeline_flow import (
     DEFAULT_MAXSIZE,
     END,
@@ -51,6 +52,9 @@ from ._pipeline_flow import (
     StepSpec,
 )
 from ._pipeline_report import PipelineProgress, PipelineStatistics, StageStatistics
+
+if TYPE_CHECKING:
+    from ._pipeline_journal import PipelineJournal
 
 __all__ = ["Pipeline", "PipelineStatistics", "StageFailure", "StageStatistics", "pipeline"]
 
@@ -87,11 +91,13 @@ class Pipeline(Generic[T_co]):
     it produces counts against the queues after it.
     """
 
-    def __init__(self, source: Iterable[Any], nodes: tuple[_Node, ...], *, ordered: bool, progress: bool) -> None:
+    def __init__(self, source: Iterable[Any], nodes: tuple[_Node, ...], *, ordered: bool, progress: bool,
+                 journal: dict[str, Any] | None = None) -> None:
         self._source = source
         self._nodes = nodes
         self._ordered = ordered
         self._progress = progress
+        self._journal = journal  # pipeline()'s journal=, key=, rerun_failed=, serializer= (None: no journal)
         self._execution: Execution | None = None
 
     def __repr__(self) -> str:
@@ -102,7 +108,8 @@ class Pipeline(Generic[T_co]):
 
     # -- building ----------------------------------------------------------------------------------
     def _add(self, node: _Node) -> Pipeline[Any]:
-        return Pipeline(self._source, (*self._nodes, node), ordered=self._ordered, progress=self._progress)
+        return Pipeline(self._source, (*self._nodes, node), ordered=self._ordered, progress=self._progress,
+                        journal=self._journal)
 
     @overload
     def then(self, fn: Callable[[T_co], Awaitable[R]], *, name: str | None = ..., mode: ModeLike = ...,
@@ -189,18 +196,27 @@ class Pipeline(Generic[T_co]):
         # on an exception, on garbage collection) always stops every thread and worker.
         ex = self._start()
         try:
-            outbox = ex.outbox
+            outbox, journal = ex.outbox, ex.journal
             while True:
                 try:
                     entry = outbox.get()
                 except Aborted:  # cancel() from another thread
                     return
                 if type(entry) is tuple:
+                    if journal is not None:  # what the journal holds before this item goes out first
+                        yield from journal.reach(entry[0], ex)
+                        journal.output(entry[0], entry[1])
                     ex.delivered += 1
                     yield entry[1]
                 elif entry is END:
+                    if journal is not None:
+                        yield from journal.reach(None, ex)
                     return
                 elif isinstance(entry, Failure):
+                    if journal is not None:
+                        index = getattr(entry.error, "index", None)
+                        yield from journal.reach(index if isinstance(index, int) else None, ex)
+                        journal.failing(entry.error)
                     raise entry.error
         finally:
             ex.close()
@@ -216,7 +232,13 @@ class Pipeline(Generic[T_co]):
                 segments.append([])
             else:
                 segments[-1].append(node)
-        ex = Execution(self._source, stages, segments, ordered=self._ordered)
+        source, journal = self._source, None
+        if self._journal is not None:
+            journal = self._open_journal(stages)
+            source = journal.source(source)
+        ex = Execution(source, stages, segments, ordered=self._ordered, journal=journal)
+        if journal is not None:
+            ex.on_close.append(journal.journal.close)
         self._execution = ex
         if self._progress:
             view = PipelineProgress(ex.statistics, self._totals())
@@ -224,6 +246,21 @@ class Pipeline(Generic[T_co]):
             ex.on_close.append(view.close)
         ex.start()
         return ex
+
+    def _open_journal(self, stages: list[StageSpec]) -> PipelineJournal:
+        from ._pipeline_journal import PipelineJournal
+        from ._run._journal import Journal
+
+        settings = self._journal
+        assert settings is not None
+        steps = [n.name for n in self._nodes if isinstance(n, StepSpec)]
+        if steps and not self._ordered:
+            raise ValueError(f"journal= on an unordered pipeline cannot tell when a source item is complete after "
+                             f"{steps[0]} (it may drop, merge or multiply items): use ordered=True with journal=")
+        journal = Journal(settings["journal"], name="pipeline", key=settings["key"],
+                          rerun_failed=settings["rerun_failed"], serializer=settings["serializer"])
+        collecting = {s.name for s in stages if s.on_error == "collect"}
+        return PipelineJournal(journal, ordered=self._ordered, collecting=collecting)
 
     def _totals(self) -> list[int | None]:
         """Expected items per stage for the progress bars: known until a filter/batch/flatten."""
@@ -282,7 +319,9 @@ class Pipeline(Generic[T_co]):
         return PipelineStatistics(stages, 0, 0, 0, 0.0, False)
 
 
-def pipeline(source: Iterable[T], *, ordered: bool = True, progress: bool = False) -> Pipeline[T]:
+def pipeline(source: Iterable[T], *, ordered: bool = True, progress: bool = False,
+             journal: str | os.PathLike[str] | None = None, key: Callable[[T], Any] | None = None,
+             rerun_failed: bool = False, serializer: Any = None) -> Pipeline[T]:
     """Start building a pipeline over ``source``: add stages with ``.then(...)``, then iterate.
 
     Example::
@@ -301,12 +340,20 @@ def pipeline(source: Iterable[T], *, ordered: bool = True, progress: bool = Fals
         ordered: results come out in source order (True), or each as soon as it is ready.
         progress: show one progress line per stage on stderr (a rich display on a terminal,
             plain lines every few seconds elsewhere).
+        journal: a file recording, per source item, what came out of the pipeline for it (a
+            list of outputs) or its failure; a pipeline run again on it feeds only the source
+            items it lacks and hands out the recorded ones in their place (see ``map``'s
+            ``journal=``; unordered, it needs a pipeline without filter, batch or flatten).
+        key: identifies a source item in the journal (default: its position in the source).
+        rerun_failed: run again the source items the journal records as failed.
+        serializer: ``dumps``/``loads`` for outputs that are not plain JSON (default ``pickle``).
 
     Returns:
         A lazy ``Pipeline``: nothing runs until it is iterated.
 
     Raises:
         TypeError: ``source`` is not iterable, or ``ordered``/``progress`` are not booleans.
+        JournalError: (when the pipeline starts) ``journal`` is in use by another run, or is not a journal.
     """
     try:
         iter(source)
@@ -315,5 +362,8 @@ def pipeline(source: Iterable[T], *, ordered: bool = True, progress: bool = Fals
     for flag, value in (("ordered", ordered), ("progress", progress)):
         if not isinstance(value, bool):
             raise TypeError(f"{flag} must be True or False, got {value!r}")
-    return Pipeline(source, (), ordered=ordered, progress=progress)
+    check_journal(journal, key, rerun_failed, serializer)
+    settings = None if journal is None else {"journal": journal, "key": key, "rerun_failed": rerun_failed,
+                                             "serializer": serializer}
+    return Pipeline(source, (), ordered=ordered, progress=progress, journal=settings)
 

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from ._backends._base import enter_depth, nesting_depth
 from ._errors import TaskError, short_repr
@@ -27,6 +27,9 @@ from ._outcome import Outcome
 from ._pipeline_report import PipelineStatistics, StageStatistics
 from ._run._open import open_run
 from ._run._run import PushSource, Run
+
+if TYPE_CHECKING:
+    from ._pipeline_journal import PipelineJournal
 
 __all__ = [
     "DEFAULT_MAXSIZE",
@@ -438,7 +441,7 @@ class Feeder:
                 finally:
                     with ex.lock:
                         self.in_source = False
-                origin = self.pulled
+                origin = self.pulled if ex.journal is None else ex.journal.last_index  # the source index
                 self.pulled += 1
                 if not outlet.item(origin, value):
                     return
@@ -575,8 +578,9 @@ class Execution:
     """
 
     def __init__(self, source: Iterable[Any], stages: list[StageSpec], segments: list[list[StepSpec]], *,
-                 ordered: bool) -> None:
+                 ordered: bool, journal: PipelineJournal | None = None) -> None:
         self.ordered = ordered
+        self.journal = journal
         self.lock = threading.Lock()
         self.stopping = False
         self.closed = False
@@ -611,9 +615,12 @@ class Execution:
             worker.depth = depth
             worker.thread.start()
 
-    def add_error(self, error: StageFailure) -> None:
+    def add_error(self, error: StageFailure, recorded: bool = False) -> None:
+        """A collecting stage's failure (``recorded``: one the pipeline's journal held, not a new one)."""
         with self.lock:
             self._errors.append(error)
+        if self.journal is not None and not recorded:
+            self.journal.failed(error)
 
     @property
     def errors(self) -> list[StageFailure]:

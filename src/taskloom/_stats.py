@@ -45,6 +45,8 @@ class RunStatistics:
         busy: seconds each worker spent running this run's tasks.
         percentiles: task duration percentiles in seconds ("p50", "p90", "p99", "max").
         slowest: up to five ``(index, item_repr, seconds)`` of the slowest tasks measured alone.
+        skipped: items the run's ``journal=`` already held: handed out as recorded, not run (and
+            not counted in ``completed`` or ``failed``).
     """
 
     mode: str
@@ -65,6 +67,7 @@ class RunStatistics:
     busy: dict[str, float] = field(default_factory=dict)
     percentiles: dict[str, float] = field(default_factory=dict)
     slowest: tuple[tuple[int, str, float], ...] = ()
+    skipped: int = 0
 
     @property
     def mean_task(self) -> float:
@@ -116,7 +119,8 @@ class RunStatistics:
         """A plain-text table of the numbers, ending with the diagnosis."""
         rows = [
             ("mode", f"{self.mode} x{self.workers}"),
-            ("tasks", f"{self.completed} ok, {self.failed} failed, {self.retried} retried, {self.crashed} crashed"),
+            ("tasks", f"{self.completed} ok, {self.failed} failed, {self.retried} retried, {self.crashed} crashed"
+                      + (f", {self.skipped} from the journal" if self.skipped else "")),
             ("elapsed", _fmt(self.elapsed)),
             ("task time", f"{_fmt(self.task_time)} (workers busy {100 * self.utilisation:.0f}%)"),
             ("task durations", ", ".join(f"{k} {_fmt(v)}" for k, v in self.percentiles.items()) or "-"),
@@ -168,7 +172,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.t0 = time.perf_counter()
-        self.completed = self.failed = self.retried = self.crashed = self.batches = 0
+        self.completed = self.failed = self.retried = self.crashed = self.batches = self.skipped = 0
         self.task_time = self.input_wait = self.dispatch_time = self.consumer_time = 0.0
         self.per_worker: dict[str, int] = {}
         self.busy: dict[str, float] = {}
@@ -227,7 +231,7 @@ class Recorder:
             elapsed=time.perf_counter() - self.t0, task_time=self.task_time, crashed=self.crashed,
             input_wait=self.input_wait, dispatch_time=self.dispatch_time, consumer_time=self.consumer_time,
             per_worker=dict(self.per_worker),
-            busy=dict(self.busy), percentiles=self.percentiles(), slowest=slowest,
+            busy=dict(self.busy), percentiles=self.percentiles(), slowest=slowest, skipped=self.skipped,
         )
 
 

@@ -157,11 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
     mapper.add_argument("--retries", type=_non_negative_int, default=0, metavar="N")
     order = mapper.add_mutually_exclusive_group()
     order.add_argument("--ordered", dest="ordered", action="store_true", default=True,
-                       help="write results in input order (default)")
+                       help="write results to stdout in input order (default; -o OUTPUT is written as records end)")
     order.add_argument("--unordered", dest="ordered", action="store_false", help="write results as they finish")
     mapper.add_argument("--progress", action="store_true", help="a progress bar on stderr")
     mapper.add_argument("--resume", action="store_true",
-                        help="skip the records whose index OUTPUT already holds (append to it)")
+                        help="OUTPUT is a journal: keep what it records, run only the rest (append to it)")
+    mapper.add_argument("--rerun-failed", action="store_true",
+                        help="with --resume: run again the records OUTPUT holds as failed")
     mapper.set_defaults(handler="map")
     return parser
 
@@ -193,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_info(as_json=args.json)
         if args.handler == "map":
+            from .._errors import JournalError
             from ._inputs import InputError
             from ._map import run_map
 
@@ -202,8 +205,9 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 return run_map(args.function, args.input, output=args.output, fmt=args.format, star=args.star,
                                mode=args.mode[0], workers=args.workers, timeout=args.timeout, retries=args.retries,
-                               ordered=args.ordered, progress=args.progress, resume=args.resume)
-            except InputError as exc:
+                               ordered=args.ordered, progress=args.progress, resume=args.resume,
+                               rerun_failed=args.rerun_failed)
+            except (InputError, JournalError) as exc:
                 print(f"taskloom map: {exc}", file=sys.stderr)
                 return 2
         if args.handler == "advise":

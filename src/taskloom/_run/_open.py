@@ -8,7 +8,7 @@ see the caller's context, its backend) and never which mode it has. ``mode="auto
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Hashable, Iterable, Sized
+from collections.abc import Hashable, Iterable, Iterator, Sized
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._callables import fn_name, is_coroutine_function
@@ -16,6 +16,7 @@ from .._options import Options
 from .._pools import get_backend
 from .._progress import make_listener
 from .._workload import MAX_IO_THREADS, Reconsider, choose
+from ._journal import Journal
 from ._run import Run
 
 if TYPE_CHECKING:
@@ -30,7 +31,8 @@ class CallerLoop(NamedTuple):
 
 
 def open_run(fn: Any, items: Iterable[Any], options: Options, *, name: str | None = None,
-             slot: Hashable = None, caller_loop: CallerLoop | None = None) -> Run[Any]:
+             slot: Hashable = None, caller_loop: CallerLoop | None = None,
+             journal_options: dict[str, Any] | None = None) -> Run[Any]:
     """Start applying ``fn`` to ``items`` as ``options`` say; the run is pulled by its consumer.
 
     Args:
@@ -40,17 +42,34 @@ def open_run(fn: Any, items: Iterable[Any], options: Options, *, name: str | Non
         name: the run's name in errors and statistics (default: ``fn``'s).
         slot: keeps this run's pool apart from others of the same engine (a pipeline stage's position).
         caller_loop: ``amap``/``aimap``: an engine that can run on the caller's loop does.
+        journal_options: more ``Journal`` arguments (the command line's ``extra`` fields, ``fresh``).
 
     Raises:
         TypeError: ``items`` is not iterable.
         ValueError: ``fn`` is a kind of callable the engine cannot run.
         SerializationError: the function cannot be sent to worker processes.
+        JournalError: ``options.journal`` is in use by another run, or is not a journal.
     """
     try:
         source = iter(items)
     except TypeError:
         raise TypeError(f"items must be iterable, got {type(items).__name__}") from None
     label = name or fn_name(fn)
+    journal = None
+    if options.journal is not None:  # before auto's sampling: only items the journal lacks run, or are sampled
+        journal = Journal(options.journal, name=label, key=options.key, rerun_failed=options.rerun_failed,
+                          serializer=options.serializer, **(journal_options or {}))
+        source = journal.filter(source)
+    try:
+        return _open(fn, items, source, options, label, slot, caller_loop, journal)
+    except BaseException:
+        if journal is not None:
+            journal.close()
+        raise
+
+
+def _open(fn: Any, items: Iterable[Any], source: Iterator[Any], options: Options, label: str, slot: Hashable,
+          caller_loop: CallerLoop | None, journal: Journal | None) -> Run[Any]:
     engine = options.mode
     coroutine = is_coroutine_function(fn)
     engine.check_function(label, coroutine)
@@ -80,5 +99,5 @@ def open_run(fn: Any, items: Iterable[Any], options: Options, *, name: str | Non
         fn, source, engine=engine, backend=backend, options=options, name=label, total=total,
         # A run that may switch engines keeps the caller's context too (it may move to threads).
         context=contextvars.copy_context() if engine.sees_caller_context or watcher is not None else None,
-        advice=advice, head=head, listener=listener, watcher=watcher,
+        advice=advice, head=head, listener=listener, watcher=watcher, journal=journal,
     )

@@ -45,6 +45,7 @@ from ._tally import Tally
 if TYPE_CHECKING:
     from .._modes import Mode
     from .._options import Options
+    from ._journal import Journal, Record, Segment
 
 __all__ = ["Listener", "PushSource", "Run", "Switch", "Watcher"]
 
@@ -95,6 +96,7 @@ class Run(Generic[T]):
         watcher: Watcher | None = None,
         clock: Clock = REAL_CLOCK,
         rng: random.Random | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self.advice = advice
         self.mode = backend.name
@@ -125,6 +127,7 @@ class Run(Generic[T]):
         self._done = False
         self._watcher = watcher
         self._bucket = None if options.rate is None else TokenBucket(options.rate, clock.now())
+        self._journal = journal  # items that end are recorded there; the items it held come in as ended
         backend.prepare(self._job)
         if head:
             self._add_head(head)
@@ -168,6 +171,8 @@ class Run(Generic[T]):
             self._delivery.drop()  # a cancelled run yields nothing more, not even finished results
             self._current = iter(())
             self._dispatch.cancel_all()
+            if self._journal is not None:
+                self._journal.close()
         self._sink.put(Wake())
         self._tally.close()
 
@@ -216,6 +221,12 @@ class Run(Generic[T]):
         self._window = self._window_for(backend)
         self._chunker.plan(self._remaining(), backend.workers)
 
+    def _end(self) -> None:
+        """The run is over (finished or failed, under the lock): the journal is written and let go, progress closed."""
+        if self._journal is not None:
+            self._journal.close()
+        self._tally.close()
+
     def _remaining(self) -> int | None:
         return None if self._total is None else max(0, self._total - self._next_index)
 
@@ -236,6 +247,8 @@ class Run(Generic[T]):
             group, pos = found
             self._final_failure(group, pos, failures.cancelled_error(self._at(group, pos)))
             self._delivery.deliver(group)
+            if self._journal is not None:
+                self._journal.flush()
         self._sink.put(Wake())
         return True
 
@@ -298,7 +311,7 @@ class Run(Generic[T]):
                     if self._failure is not None:
                         failure, self._failure = self._failure, None
                         self._done = True
-                        self._tally.close()
+                        self._end()
                         raise failure
                     if self._done:
                         return None
@@ -309,7 +322,7 @@ class Run(Generic[T]):
                     self._tally.work_ends(work)  # less the time the input made it wait
                     if self._delivery.open == 0 and not self._intake.open:
                         self._done = True
-                        self._tally.close()
+                        self._end()
                         if self._input_error is not None:
                             error, self._input_error = self._input_error, None
                             raise error
@@ -334,6 +347,8 @@ class Run(Generic[T]):
                             except queue.Empty:
                                 break
                     self._check_deadlines()
+                    if self._journal is not None:
+                        self._journal.flush()  # what ended is on disk before its results are handed out
                     self._tally.notify()
                     self._tally.work_ends(work)
         except BaseException:
@@ -362,29 +377,69 @@ class Run(Generic[T]):
                     self._failure = error
                     return
                 self._input_error = error  # raised once the rest has been handed out
-            if items:  # with an error: taken from the input before it raised, so they run
+            if self._journal is not None:  # the input is filtered: lay out what it held and what is to run
+                ended = not items or error is not None
+                for segment in self._journal.segments(None if ended else len(items)):
+                    if segment.records is None:
+                        self._start_group(segment.items, segment.start)
+                    else:
+                        self._add_recorded(segment)
+            elif items:  # with an error: taken from the input before it raised, so they run
                 self._start_group(items)
             if not items or error is not None:
                 return
 
-    def _start_group(self, items: list[Any]) -> None:
-        group = self._delivery.open_group(self._next_index, items)
-        self._next_index += len(items)
+    def _start_group(self, items: list[Any], start: int | None = None) -> None:
+        group = self._delivery.open_group(self._next_index if start is None else start, items)
+        self._next_index = group.start + len(items)
         self._dispatch.submit(group)
 
     def _add_head(self, head: Head) -> None:
         """Results computed before the run started (auto mode's measured first tasks)."""
-        items = [h[0] for h in head]
-        group = self._delivery.open_group(0, items, [h[1] for h in head], [h[3] for h in head])
-        self._next_index = len(items)
-        for pos, (item, _value, error, duration) in enumerate(head):
-            self._tally.ran_in_caller(pos, item, duration)
-            if error is None:
-                group.succeed(pos)
-                self._tally.completed()
-            else:
-                self._item_failed(group, pos, error)
+        if self._journal is None:
+            segments: list[tuple[int, list[Any], list[Record] | None]] = [(0, [h[0] for h in head], None)]
+        else:  # the head came through the journal's filter: lay out what it held around it
+            segments = [(s.start, s.items, s.records) for s in self._journal.segments(len(head))]
+        taken = 0
+        for start, items, records in segments:
+            if records is not None:
+                self._add_recorded_items(start, items, records)
+                continue
+            part = head[taken:taken + len(items)]
+            taken += len(items)
+            group = self._delivery.open_group(start, items, [h[1] for h in part], [h[3] for h in part])
+            self._next_index = start + len(items)
+            for pos, (item, value, error, duration) in enumerate(part):
+                self._tally.ran_in_caller(start + pos, item, duration)
+                if error is None:
+                    group.succeed(pos)
+                    self._tally.completed()
+                    if self._journal is not None:
+                        self._journal.ended(start + pos, item, value, seconds=duration)
+                else:
+                    self._item_failed(group, pos, error)
+            self._delivery.deliver(group)
         self._chunker.observe(len(head), sum(h[3] for h in head))
+        if self._journal is not None:
+            self._journal.flush()
+        self._tally.notify()
+
+    def _add_recorded(self, segment: Segment) -> None:
+        assert segment.records is not None
+        self._add_recorded_items(segment.start, segment.items, segment.records)
+
+    def _add_recorded_items(self, start: int, items: list[Any], records: list[Record]) -> None:
+        """Items the journal holds: they end as recorded, in their place, without running."""
+        group = self._delivery.open_group(start, items, [r.value for r in records], [r.seconds for r in records])
+        self._next_index = start + len(items)
+        self._tally.skipped(len(items))
+        for pos, record in enumerate(records):
+            if record.attempts != 1:
+                group.attempts[pos] = record.attempts
+            if record.error is None:
+                group.succeed(pos)
+            else:
+                self._final_failure(group, pos, record.error, recorded=True)
         self._delivery.deliver(group)
         self._tally.notify()
 
@@ -423,11 +478,24 @@ class Run(Generic[T]):
             # batch did not run, so it goes out again as a new batch; no attempt is counted.
             self._dispatch.submit(group, list(all_positions[n:]))
             positions = list(all_positions[:n])
-        failed = 0
+        failed: list[int] = []
         for pos, error in group.record(event, positions, self._collect):  # in order: a failure may halt
-            failed += 1
+            failed.append(pos)
             self._item_failed(group, pos, error)
-        self._tally.completed(n - failed)
+        self._tally.completed(n - len(failed))
+        if self._journal is not None:
+            self._record_values(group, positions if positions is not None else range(n), failed, event)
+
+    def _record_values(self, group: Group, positions: Iterable[int], failed: list[int], event: Done) -> None:
+        """Journal the items of a batch that ended with a value (those that raised end later, or retry)."""
+        journal = self._journal
+        assert journal is not None
+        durations, skip = group.durations, set(failed)
+        share = event.elapsed / max(len(event.values), 1)
+        for pos in positions:
+            if pos not in skip:
+                journal.ended(group.start + pos, group.items[pos], group.values[pos], None, group.attempts.get(pos, 1),
+                              durations[pos] if durations is not None else share)
 
     def _on_lost(self, flight: Flight, event: Lost) -> None:
         group = flight.group
@@ -483,9 +551,14 @@ class Run(Generic[T]):
         else:
             self._dispatch.submit(group, [pos])
 
-    def _final_failure(self, group: Group, pos: int, error: TaskError) -> None:
+    def _final_failure(self, group: Group, pos: int, error: TaskError, recorded: bool = False) -> None:
+        """The item ends with ``error``; ``recorded``: the journal held it (it is neither counted nor written)."""
         group.fail(pos, error)
-        self._tally.failed()
+        if not recorded:
+            self._tally.failed()
+            if self._journal is not None:
+                self._journal.ended(group.start + pos, group.items[pos], error=error,
+                                    attempts=group.attempts.get(pos, 1))
         if not self._collect and self._failure is None:
             self._failure = error
             self._delivery.halt_at(group)

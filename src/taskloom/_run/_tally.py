@@ -40,6 +40,10 @@ class Tally:
     def failed(self) -> None:
         self.numbers.failed += 1
 
+    def skipped(self, n: int) -> None:
+        """Items the run's journal held: handed out as recorded, not run."""
+        self.numbers.skipped += n
+
     def retried(self) -> None:
         self.numbers.retried += 1
 
@@ -97,7 +101,7 @@ class Tally:
         """Tell the listener (a progress display) how many more tasks ended since last time."""
         if self._listener is None:
             return
-        done, failed = self.ended, self.numbers.failed
+        done, failed = self.ended + self.numbers.skipped, self.numbers.failed
         last_done, last_failed = self._reported
         if done != last_done:
             self._reported = (done, failed)
