@@ -45,7 +45,7 @@ from ._tally import Tally
 if TYPE_CHECKING:
     from .._modes import Mode
     from .._options import Options
-    from ._journal import Journal, Record, Segment
+    from ._journal import Journal, Record
 
 __all__ = ["Listener", "PushSource", "Run", "Switch", "Watcher"]
 
@@ -383,7 +383,7 @@ class Run(Generic[T]):
                     if segment.records is None:
                         self._start_group(segment.items, segment.start)
                     else:
-                        self._add_recorded(segment)
+                        self._add_recorded(segment.start, segment.items, segment.records)
             elif items:  # with an error: taken from the input before it raised, so they run
                 self._start_group(items)
             if not items or error is not None:
@@ -403,7 +403,7 @@ class Run(Generic[T]):
         taken = 0
         for start, items, records in segments:
             if records is not None:
-                self._add_recorded_items(start, items, records)
+                self._add_recorded(start, items, records)
                 continue
             part = head[taken:taken + len(items)]
             taken += len(items)
@@ -424,11 +424,7 @@ class Run(Generic[T]):
             self._journal.flush()
         self._tally.notify()
 
-    def _add_recorded(self, segment: Segment) -> None:
-        assert segment.records is not None
-        self._add_recorded_items(segment.start, segment.items, segment.records)
-
-    def _add_recorded_items(self, start: int, items: list[Any], records: list[Record]) -> None:
+    def _add_recorded(self, start: int, items: list[Any], records: list[Record]) -> None:
         """Items the journal holds: they end as recorded, in their place, without running."""
         group = self._delivery.open_group(start, items, [r.value for r in records], [r.seconds for r in records])
         self._next_index = start + len(items)
