@@ -4,7 +4,7 @@ Each input record is the function's one argument (``--star``: a JSON list is unp
 ``-o OUTPUT`` the output is the run's journal (``journal=`` of ``taskloom.imap``, the one
 implementation): one JSON line per record, appended and flushed as each ends::
 
-    {"index": 3, "input": ..., "value": ..., "attempts": 1, "seconds": 0.01}
+    {"index": 3, "input": ..., "value": ...}
     {"index": 4, "input": ..., "error": {"type": "ValueError", "message": "...", "traceback": "...", ...}, ...}
 
 ``--resume`` keeps what OUTPUT holds and runs only the rest, so a killed run restarts where it
@@ -73,7 +73,7 @@ def run_map(spec: str, source: str, *, output: str | None, fmt: str | None, star
             else:
                 failed += 1
             if out is not None:  # no -o: the lines go to stdout (with -o, the journal wrote them)
-                out.write(record_line({"index": outcome.index, "input": outcome.item}, outcome.value, outcome.error,
+                out.write(record_line(outcome.index, {"input": outcome.item}, outcome.value, outcome.error,
                                       outcome.attempts, outcome.duration) + "\n")
     before = run.statistics().skipped
     earlier = f" ({before} of them already done by an earlier run)" if before else ""

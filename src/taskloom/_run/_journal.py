@@ -2,10 +2,12 @@
 
 The journal is a file of JSON lines, one per item that ended, appended and flushed as items end::
 
-    {"index": 0, "value": 1, "attempts": 1, "seconds": 0.0012}
-    {"index": 1, "key": "b.csv", "value_b64": "gASVCg...", "encoding": "pickle", ...}
+    {"index": 0, "value": 1}
+    {"index": 1, "key": "b.csv", "value_b64": "gASVCg...", "encoding": "pickle", "seconds": 0.0012}
     {"index": 2, "error": {"type": "ValueError", "message": "...", "traceback": "...", "kind": "TaskError"},
-     "error_b64": "gASV...", "encoding": "pickle", ...}
+     "error_b64": "gASV...", "encoding": "pickle", "attempts": 3}
+
+(``"attempts"`` when not 1; ``"seconds"`` when the item was timed on its own.)
 
 A value that is plain JSON (``None``, bools, ints, finite floats, strings, lists, dicts with string
 keys) is stored as itself; any other value, and the error as raised, as the serializer's bytes in
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import contextlib
 import json
 import math
 import os
@@ -35,7 +38,8 @@ import traceback
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from json.encoder import encode_basestring_ascii  # what json.dumps writes for a str (C, when available)
+from typing import Any, NamedTuple
 
 from .._errors import JournalError, RemoteTraceback, TaskError
 
@@ -44,14 +48,16 @@ __all__ = ["Journal", "Record", "Segment", "record_line"]
 _MAX_DEPTH = 64  # deeper values are stored by the serializer
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):  # a tuple: a resume makes one per recorded item
     """An item the journal holds: its value or its error, how often it ran, how long the last run took."""
 
     value: Any
     error: TaskError | None
     attempts: int
     seconds: float
+
+
+_new_record = tuple.__new__
 
 
 @dataclass(slots=True)
@@ -61,6 +67,22 @@ class Segment:
     start: int
     items: list[Any]
     records: list[Record] | None
+
+
+def _scalar(value: Any) -> str | None:
+    """``json.dumps(value)`` for the values most tasks return (int, str, finite float, bool, None), fast; else None."""
+    kind = type(value)
+    if kind is int:
+        return int.__repr__(value)
+    if kind is str:
+        return encode_basestring_ascii(value)
+    if value is None:
+        return "null"
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is float and math.isfinite(value):
+        return float.__repr__(value)
+    return None
 
 
 def plain_json(value: Any, depth: int = 0) -> bool:
@@ -155,28 +177,41 @@ class Journal:
                 data = f.read()
         except FileNotFoundError:
             return {}
-        lines = data.split(b"\n")
-        records: dict[Any, dict[str, Any]] = {}
-        good = 0
-        for number, line in enumerate(lines[:-1], 1):
-            try:
-                record = json.loads(line)
-                index = record["index"]
-                if type(index) is not int or not ("value" in record or "value_b64" in record or "error" in record):
-                    raise ValueError("no index, or neither value nor error")
-            except (ValueError, KeyError, TypeError) as exc:
-                raise JournalError(
-                    f"journal {self.path!r}, line {number}: not a record of taskloom's ({exc}). Only the last line "
-                    "can be torn by a killed run, so something else changed this file: repair or remove that line"
-                ) from None
-            if number == 1:
-                self._check_keyed("key" in record)
-            records[self._identity(index, record.get("key"))] = record  # a later line wins (rerun_failed)
-            good += len(line) + 1
-        if lines[-1]:  # no newline at the end: torn by a kill; that item runs again
+        good = data.rfind(b"\n") + 1  # the whole lines
+        if good < len(data):  # no newline at the end: torn by a kill; that item runs again
             self.torn = True
             os.truncate(self.path, good)
+        lines = data[:good].split(b"\n")[:-1]
+        if not lines:
+            return {}
+        try:  # one parse for the whole file (a line at a time costs ~7x more)
+            parsed = json.loads(b"[" + b",".join(lines) + b"]")
+        except ValueError:
+            parsed = None
+        if type(parsed) is not list or len(parsed) != len(lines):  # a line holds no value, or two: find it
+            parsed = [self._parse(number, line) for number, line in enumerate(lines, 1)]
+        self._check_keyed(type(parsed[0]) is dict and "key" in parsed[0])
+        records: dict[Any, dict[str, Any]] = {}
+        keyed = self._key is not None
+        for number, record in enumerate(parsed, 1):
+            if type(record) is not dict or type(record.get("index")) is not int \
+                    or not ("value" in record or "value_b64" in record or "error" in record):
+                self._refuse(number, "no index, or neither value nor error")
+            # a later line wins (a rerun_failed run records an item again)
+            records[json.dumps(record.get("key"), sort_keys=True) if keyed else record["index"]] = record
         return records
+
+    def _parse(self, number: int, line: bytes) -> Any:
+        try:
+            return json.loads(line)
+        except ValueError as exc:
+            self._refuse(number, str(exc))
+
+    def _refuse(self, number: int, why: str) -> Any:
+        raise JournalError(
+            f"journal {self.path!r}, line {number}: not a record of taskloom's ({why}). Only the last line "
+            "can be torn by a killed run, so something else changed this file: repair or remove that line"
+        )
 
     def _check_keyed(self, keyed: bool) -> None:
         if keyed != (self._key is not None):
@@ -186,28 +221,26 @@ class Journal:
                 "matched by the wrong identity. Run with the same key= setting as the run that wrote it"
             )
 
-    def _identity(self, index: int, key: Any) -> Any:
-        return index if self._key is None else json.dumps(key, sort_keys=True)
-
     # -- the input ---------------------------------------------------------------------------------------
     def filter(self, items: Iterable[Any]) -> Iterator[Any]:
         """The items still to run; every item seen (recorded or not) is noted in ``events``, in order."""
-        key_of = self._key
+        key_of, pop, note, decode = self._key, self._raw.pop, self.events.append, self._decode
+        rerun_failed = self._rerun_failed
         for index, item in enumerate(items):
             key = None
             ident: int | str = index
             if key_of is not None:
                 key = key_of(item)
                 ident = self._canonical_key(key, index)
-            raw = self._raw.pop(ident, None)
+            raw = pop(ident, None)
             if raw is not None:
-                record = self._decode(raw, index)
-                if record.error is None or not self._rerun_failed:
-                    self.events.append((index, item, record))
+                record = decode(raw, index)
+                if record.error is None or not rerun_failed:
+                    note((index, item, record))
                     continue
             if key_of is not None:
                 self._keys[index] = key
-            self.events.append((index, item, None))
+            note((index, item, None))
             self.last_index = index
             yield item
 
@@ -230,39 +263,61 @@ class Journal:
         recorded or all to run, and consecutive in the input.
         """
         out: list[Segment] = []
-        events = self.events
+        events, take = self.events, self.events.popleft
+        items: list[Any] = []
+        records: list[Record] | None = None
+        to_run, end = None, -1  # the kind and the end of the segment being built
         while events and (live is None or live > 0):
-            index, item, record = events.popleft()
-            last = out[-1] if out else None
-            if last is not None and (last.records is None) == (record is None) \
-                    and last.start + len(last.items) == index:
-                last.items.append(item)
-                if record is not None:
-                    assert last.records is not None
-                    last.records.append(record)
+            index, item, record = take()
+            kind = record is None
+            if kind is to_run and index == end:
+                items.append(item)
+                if records is not None:
+                    records.append(record)  # type: ignore[arg-type]
             else:
-                out.append(Segment(index, [item], None if record is None else [record]))
-            if record is None and live is not None:
+                items, records = [item], (None if kind else [record])  # type: ignore[list-item]
+                out.append(Segment(index, items, records))
+                to_run = kind
+            end = index + 1
+            if kind and live is not None:
                 live -= 1
         return out
 
     # -- recording ---------------------------------------------------------------------------------------
     def ended(self, index: int, item: Any, value: Any = None, error: TaskError | None = None, attempts: int = 1,
-              seconds: float = 0.0) -> None:
-        """Note how the item at ``index`` ended; ``flush`` writes it."""
-        fields: dict[str, Any] = {"index": index}
-        if self._key is not None:
-            fields["key"] = self._keys.pop(index, None)
-        if self._extra is not None:
-            fields.update(self._extra(item))
+              seconds: float | None = None) -> None:
+        """Note how the item at ``index`` ended (``seconds``: when measured alone); ``flush`` writes it."""
+        fields: dict[str, Any] | None = None
+        if self._key is not None or self._extra is not None:
+            fields = {}
+            if self._key is not None:
+                fields["key"] = self._keys.pop(index, None)
+            if self._extra is not None:
+                fields.update(self._extra(item))
         try:
-            line = record_line(fields, value, error, attempts, seconds, self._serializer)
+            line = record_line(index, fields, value, error, attempts, seconds, self._serializer)
         except Exception as exc:
             warnings.warn(f"journal {self.path!r}: the value of item {index} of {self._name} cannot be stored "
                           f"({type(exc).__name__}: {exc}); it will run again when the journal is resumed",
                           RuntimeWarning, stacklevel=2)
             return
         self._lines.append(line)
+
+    def ended_values(self, start: int, positions: Iterable[int], items: list[Any], values: list[Any],
+                     attempts: dict[int, int], durations: list[float] | None) -> None:
+        """``ended`` for the items of a batch at ``positions`` that returned a value (the run's hot path)."""
+        lines = self._lines
+        plain = self._key is None and self._extra is None
+        for pos in positions:
+            value = values[pos]
+            text = _scalar(value) if plain else None
+            tries = attempts.get(pos, 1) if attempts else 1
+            if text is None or tries != 1:
+                self.ended(start + pos, items[pos], value, None, tries, None if durations is None else durations[pos])
+            elif durations is None:
+                lines.append(f'{{"index": {start + pos}, "value": {text}}}')
+            else:
+                lines.append(f'{{"index": {start + pos}, "value": {text}, "seconds": {round(durations[pos], 6)!r}}}')
 
     def flush(self) -> None:
         """Append what was recorded since the last flush, as whole lines, in one write."""
@@ -290,6 +345,8 @@ class Journal:
     def _decode(self, raw: dict[str, Any], index: int) -> Record:
         attempts = int(raw.get("attempts", 1))
         seconds = float(raw.get("seconds", 0.0))
+        if "value" in raw:  # the usual record: no NamedTuple.__new__ (a Python function) per item
+            return _new_record(Record, (raw["value"], None, attempts, seconds))
         if "error" in raw:
             return Record(None, self._decode_error(raw, index), attempts, seconds)
         if "value" in raw:
@@ -327,30 +384,39 @@ class Journal:
         return error
 
 
-def record_line(fields: dict[str, Any], value: Any, error: TaskError | None, attempts: int, seconds: float,
-                serializer: Any = pickle) -> str:
-    """One journal line (no newline): ``fields``, then the value or the error, attempts and seconds.
+def record_line(index: int, fields: dict[str, Any] | None, value: Any, error: TaskError | None, attempts: int = 1,
+                seconds: float | None = None, serializer: Any = pickle) -> str:
+    """One journal line (no newline): the index, ``fields``, the value or the error, then attempts and seconds.
+
+    ``attempts`` is written when not 1, ``seconds`` when known (the item was timed alone). Built
+    as text: a long base64 value is not scanned again by a JSON encoder.
 
     Raises:
         Exception: whatever the serializer raises for a value that is not plain JSON.
     """
-    line = dict(fields)
+    parts = [f'{{"index": {index}']
+    if fields:
+        parts.append(", " + json.dumps(fields, default=repr)[1:-1])
     if error is None:
-        if plain_json(value):
-            line["value"] = value
+        text = _scalar(value)
+        if text is None and plain_json(value):
+            text = json.dumps(value)
+        if text is not None:
+            parts.append(f', "value": {text}')
         else:
-            line["value_b64"] = base64.b64encode(serializer.dumps(value)).decode("ascii")
-            line["encoding"] = _serializer_name(serializer)
+            b64 = base64.b64encode(serializer.dumps(value)).decode("ascii")
+            parts.append(f', "value_b64": "{b64}", "encoding": {json.dumps(_serializer_name(serializer))}')
     else:
-        line["error"] = _error_fields(error)
-        try:
-            line["error_b64"] = base64.b64encode(serializer.dumps(error)).decode("ascii")
-            line["encoding"] = _serializer_name(serializer)
-        except Exception:
-            pass
-    line["attempts"] = attempts
-    line["seconds"] = round(seconds, 6)
-    return json.dumps(line, default=repr)
+        parts.append(f', "error": {json.dumps(_error_fields(error))}')
+        with contextlib.suppress(Exception):  # not picklable: the text fields above still describe it
+            b64 = base64.b64encode(serializer.dumps(error)).decode("ascii")
+            parts.append(f', "error_b64": "{b64}", "encoding": {json.dumps(_serializer_name(serializer))}')
+    if attempts != 1:
+        parts.append(f', "attempts": {attempts}')
+    if seconds is not None:
+        parts.append(f', "seconds": {round(seconds, 6)!r}')
+    parts.append("}")
+    return "".join(parts)
 
 
 def _error_fields(error: TaskError) -> dict[str, str]:

@@ -426,16 +426,19 @@ class Run(Generic[T]):
 
     def _add_recorded(self, start: int, items: list[Any], records: list[Record]) -> None:
         """Items the journal holds: they end as recorded, in their place, without running."""
-        group = self._delivery.open_group(start, items, [r.value for r in records], [r.seconds for r in records])
+        group = self._delivery.open_group(start, items, [r.value for r in records],
+                                          [r.seconds for r in records] if self._collect else None)
         self._next_index = start + len(items)
         self._tally.skipped(len(items))
+        failed = []
         for pos, record in enumerate(records):
             if record.attempts != 1:
                 group.attempts[pos] = record.attempts
-            if record.error is None:
-                group.succeed(pos)
-            else:
-                self._final_failure(group, pos, record.error, recorded=True)
+            if record.error is not None:
+                failed.append(pos)
+        group.remaining -= len(items) - len(failed)  # those that succeeded have ended
+        for pos in failed:
+            self._final_failure(group, pos, records[pos].error, recorded=True)  # type: ignore[arg-type]
         self._delivery.deliver(group)
         self._tally.notify()
 
@@ -486,12 +489,14 @@ class Run(Generic[T]):
         """Journal the items of a batch that ended with a value (those that raised end later, or retry)."""
         journal = self._journal
         assert journal is not None
-        durations, skip = group.durations, set(failed)
-        share = event.elapsed / max(len(event.values), 1)
-        for pos in positions:
-            if pos not in skip:
-                journal.ended(group.start + pos, group.items[pos], group.values[pos], None, group.attempts.get(pos, 1),
-                              durations[pos] if durations is not None else share)
+        if failed:
+            skip = set(failed)
+            positions = [pos for pos in positions if pos not in skip]
+        durations = group.durations
+        if durations is None and len(event.values) == 1:  # a task timed alone
+            durations = [0.0] * len(group.items)
+            durations[next(iter(positions), 0)] = event.elapsed
+        journal.ended_values(group.start, positions, group.items, group.values, group.attempts, durations)
 
     def _on_lost(self, flight: Flight, event: Lost) -> None:
         group = flight.group
