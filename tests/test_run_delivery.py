@@ -177,8 +177,16 @@ def test_imap_counts_finished_groups_behind_a_slow_head_in_the_window() -> None:
     d.deliver(d._groups[1])  # told again of a group it counted already: counted once
     assert d.in_window() == 1
     d.deliver(finish(d._groups[0]))  # the head ends: all four go out, none waits any more
-    assert [d.take() for _ in range(4)] == [[0], [10], [20], [30]]
+    assert d.take() == [0, 10, 20, 30]  # map takes every ready block at once (one trip through the lock)
+    assert d.take() is None
     assert d.open == d.in_window() == 0
+
+
+def test_imap_takes_one_block_at_a_time() -> None:
+    d = Delivery(ordered=True, collect=False)
+    for start in (0, 1):
+        d.deliver(finish(d.open_group(start, [start])))
+    assert [d.take(), d.take(), d.take()] == [[0], [10], None]
 
 
 def test_unordered_windows_count_open_groups_only() -> None:

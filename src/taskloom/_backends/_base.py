@@ -109,6 +109,10 @@ class Lost(NamedTuple):
 Event = Done | Started | Lost
 
 
+class Events(list):  # type: ignore[type-arg]
+    """Several events for one run's sink, put at once (one wake-up of its consumer for many)."""
+
+
 class Backend(abc.ABC):
     """One engine (a warm pool, a loop, the caller's thread) that runs batches."""
 

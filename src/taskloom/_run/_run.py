@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from .._backends._base import Backend, Done, Event, ItemError, Job, Lost
+from .._backends._base import Backend, Done, Event, Events, ItemError, Job, Lost
 from .._errors import TaskError
 from .._stats import RunStatistics
 from . import _failures as failures
@@ -112,7 +112,7 @@ class Run(Generic[T]):
         self._total = None if total is None else total + len(head or ())
         self._prefetch = options.prefetch
         self._window = self._window_for(backend)
-        self._sink: queue.SimpleQueue[Event | Wake] = queue.SimpleQueue()
+        self._sink: queue.SimpleQueue[Event | Events | Wake] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._tally = Tally(listener)  # statistics and progress
         self._intake = Intake(items, self._tally)
@@ -443,8 +443,12 @@ class Run(Generic[T]):
         self._tally.notify()
 
     # -- events ------------------------------------------------------------------------------
-    def _handle(self, event: Event | Wake) -> None:
+    def _handle(self, event: Event | Events | Wake) -> None:
         if isinstance(event, Wake):
+            return
+        if isinstance(event, Events):
+            for one in event:
+                self._handle(one)
             return
         flight = self._dispatch.arrived(event)
         if flight is None:
