@@ -370,7 +370,16 @@ class Run(Generic[T]):
         while self._intake.open and self._delivery.in_window() < self._window and not self._done:
             if self._bucket is not None and not self._bucket.take(self._clock.now()):
                 return  # rate limit: the consumer wakes when the next start is allowed
-            items, error = self._intake.take(self._chunker.next_size())
+            size = self._chunker.next_size()
+            # A group per item (coroutines, timed tasks): the window's room in one take, from an
+            # input that cannot keep the first task waiting (a sized one, or pushed: take never
+            # blocks). A generator is read an item at a time, so a slow one starts each task as
+            # soon as its item comes.
+            singles = size == 1 and self._bucket is None and self._journal is None \
+                and (self._total is not None or self._intake.pushed)
+            if singles:
+                size = self._window - self._delivery.in_window()
+            items, error = self._intake.take(size)
             if error is not None:
                 # The input raised: no more input is pulled; what is in flight ends per on_error.
                 if not self._collect:
@@ -384,6 +393,9 @@ class Run(Generic[T]):
                         self._start_group(segment.items, segment.start)
                     else:
                         self._add_recorded(segment.start, segment.items, segment.records)
+            elif singles:
+                for item in items:
+                    self._start_group([item])
             elif items:  # with an error: taken from the input before it raised, so they run
                 self._start_group(items)
             if not items or error is not None:
