@@ -364,27 +364,66 @@ class Async(Mode):
 class Dask(Mode):
     """Run tasks on a Dask ``distributed`` cluster (the ``taskloom[dask]`` extra).
 
-    Args:
-        address: a running scheduler, e.g. ``"tcp://scheduler:8786"`` (default: the
-            ``TASKLOOM_DASK_ADDRESS`` environment variable, else an embedded ``LocalCluster`` with
-            one process per usable CPU, started once and reused).
-        client: an existing ``distributed.Client`` to use instead; taskloom never closes it.
+    Example::
 
-    A run keeps ``workers x 2`` batches in flight; without ``workers``, twice the cluster's threads.
+        tl.map(score, rows, mode=tl.Dask(address="tls://scheduler:8786",
+                                         security=Security(tls_ca_file="ca.pem", tls_client_cert="me.pem",
+                                                           tls_client_key="me.key", require_encryption=True)))
+
+    Args:
+        address: a running scheduler, e.g. ``"tcp://scheduler:8786"`` or ``"tls://scheduler:8786"``
+            (default: the ``TASKLOOM_DASK_ADDRESS`` environment variable, else an embedded
+            ``LocalCluster`` with one process per usable CPU, started once and reused).
+        client: an existing ``distributed.Client`` to use instead; taskloom never closes it.
+        security: a ``distributed.security.Security`` (certificates) for a ``tls://`` address;
+            None: Dask's own configuration (``distributed.comm.tls``).
+        threads_per_worker: threads in each worker process of the embedded ``LocalCluster``
+            (default 1: one process per CPU, for CPU work); more suits code that waits or releases
+            the GIL. A running cluster sets its own (``dask worker --nthreads``).
+        crash_retries: how often taskloom sends a task again after Dask gave up on it
+            (``KilledWorker``: its workers died under it ``distributed.scheduler.allowed-failures`` + 1
+            times) or dropped it; default 0, as Dask already runs again a task whose worker died.
+
+    Without ``workers``, a run keeps twice the cluster's thread count of batches in flight. With
+    ``workers`` above the cluster's thread count (I/O: ``workers=32``), up to ``workers`` batches
+    run at once: each leaves its worker's thread pool (``distributed.secede``), as a thread pool of
+    that size would run them.
+
+    Raises:
+        ValueError: ``threads_per_worker`` below 1 or given with ``address`` or ``client``, or a
+            negative ``crash_retries``.
     """
 
     address: str | None = None
     client: Any = field(default=None, compare=False)
+    security: Any = field(default=None, compare=False)
+    threads_per_worker: int | None = None
+    crash_retries: int = 0
     name: Literal["dask"] = field(default="dask", init=False, repr=False)
     pool_per_depth: ClassVar[bool] = False  # the cluster's own workers run the tasks
     marks_running_when_taken: ClassVar[bool] = True
 
+    def __post_init__(self) -> None:
+        if self.threads_per_worker is not None:
+            if isinstance(self.threads_per_worker, bool) or not isinstance(self.threads_per_worker, int) \
+                    or self.threads_per_worker < 1:
+                raise ValueError(f"threads_per_worker must be an int >= 1 or None, got {self.threads_per_worker!r}")
+            if self.address is not None or self.client is not None:
+                raise ValueError("threads_per_worker sizes taskloom's embedded cluster; a running cluster sets "
+                                 "its own (dask worker --nthreads)")
+        if isinstance(self.crash_retries, bool) or not isinstance(self.crash_retries, int) or self.crash_retries < 0:
+            raise ValueError(f"crash_retries must be an int >= 0, got {self.crash_retries!r}")
+
+    def _target(self) -> tuple[Any, ...]:
+        """What tells two clusters (or two ways of reaching one) apart: not ``crash_retries``."""
+        return (self.address, self.client is None or id(self.client), self.security is None or id(self.security),
+                self.threads_per_worker)
+
     def __hash__(self) -> int:
-        return hash((self.address, id(self.client)))
+        return hash(self._target())
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Dask) and (self.address, self.client is None or id(self.client)) == (
-            other.address, other.client is None or id(other.client))
+        return isinstance(other, Dask) and self._target() == other._target()
 
     def default_workers(self) -> int:
         """0, which stands for "the cluster's thread count", known once connected."""

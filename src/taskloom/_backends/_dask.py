@@ -14,11 +14,16 @@ is ~1 ms a task). Where the cluster comes from:
 What Dask cannot do, said plainly: a running Dask task cannot be stopped, so a ``timeout`` is
 reported on time (measured from submission) while the task itself runs on; and a worker's death
 is Dask's to handle (it reschedules; after ``distributed.scheduler.allowed-failures`` it reports
-``KilledWorker``, which becomes ``WorkerCrashed`` here).
+``KilledWorker``, which becomes ``WorkerCrashed`` here, after ``Dask(crash_retries=)`` more tries).
+
+A lost scheduler (its process died, its host became unreachable) ends every batch in flight, and
+every batch submitted while the client is without one, as ``Lost("broken")`` naming the
+scheduler's address: the run fails at once instead of waiting for futures that will never end.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -47,9 +52,17 @@ def _shared_array_type() -> Any:
     return getattr(shared, "SharedArray", None)
 
 
-def _run_batch(fn: Any, items: list[Any], per_item_timing: bool) -> tuple[Any, ...]:
-    """Runs on a Dask worker: the same loop as every other backend, errors made portable."""
+def _run_batch(fn: Any, items: list[Any], per_item_timing: bool, leave_pool: bool = False) -> tuple[Any, ...]:
+    """Runs on a Dask worker: the same loop as every other backend, errors made portable.
+
+    ``leave_pool``: the run wants more batches at once than the cluster has threads (I/O): this one
+    leaves the worker's thread pool first (``distributed.secede``), so the worker starts its next.
+    """
     from ._worker import _portable_exception
+
+    if leave_pool:
+        distributed: Any = importlib.import_module("distributed")
+        distributed.secede()
 
     values, errors, durations, elapsed = run_items(fn, items, per_item_timing=per_item_timing)
     portable = None
@@ -62,6 +75,10 @@ def _run_batch(fn: Any, items: list[Any], per_item_timing: bool) -> tuple[Any, .
     except (ImportError, ValueError):  # pragma: no cover - not on a worker
         where = "dask"
     return values, portable, durations, elapsed, where
+
+
+#: the reason Dask's client gives the futures it cancels when it loses the scheduler
+_SCHEDULER_LOST = "scheduler-connection-lost"
 
 
 class _Connection:
@@ -77,25 +94,70 @@ class _Connection:
         self.scattered: dict[Any, Any] = {}  # SharedArray name -> its data scattered to the cluster
         self.owns_client = config.client is None
         address = config.address or os.environ.get(ADDRESS_ENV) or None
+        if config.threads_per_worker is not None and (address is not None or config.client is not None):
+            raise ValueError(f"Dask(threads_per_worker=) sizes taskloom's embedded cluster, but {ADDRESS_ENV} names "
+                             f"a running one ({address}): its workers set their own (dask worker --nthreads)")
         if config.client is not None:
             self.client: Any = config.client
         elif address is not None:
-            self.client = distributed.Client(address, set_as_default=False)
+            self.client = _connect(distributed, address, config.security)
         else:
+            if config.security is not None:
+                raise ValueError("Dask(security=) is for a cluster reached by address (tls://...); taskloom's "
+                                 "embedded cluster listens on this machine's loopback only")
             self.main_hidden = _daskmain.hide_main_if_unguarded()
             # dashboard on a free port: two clusters (or a user's) must not fight over :8787.
-            self.cluster = distributed.LocalCluster(n_workers=usable_cpus(), threads_per_worker=1, processes=True,
-                                                    dashboard_address=":0", silence_logs=logging.ERROR)
+            self.cluster = distributed.LocalCluster(n_workers=usable_cpus(),
+                                                    threads_per_worker=config.threads_per_worker or 1,
+                                                    processes=True, dashboard_address=":0",
+                                                    silence_logs=logging.ERROR)
             self.client = distributed.Client(self.cluster, set_as_default=False)
+        scheduler = getattr(self.client, "scheduler", None)
+        #: the scheduler's address, for errors
+        self.where: str = str(getattr(scheduler, "address", None) or address or "the Dask scheduler")
 
     def threads(self) -> int:
         return max(1, int(sum(self.client.nthreads().values())))
 
+    def lost(self) -> str | None:
+        """Why this client cannot take work now; None while it is connected."""
+        status = self.client.status
+        if status == "running":
+            return None
+        if status == "connecting":
+            return (f"lost the connection to the Dask scheduler at {self.where} (its process stopped or its host "
+                    "is unreachable); Dask's client is trying to reconnect")
+        return f"the Dask client of the scheduler at {self.where} is {status}"
+
+    def closed(self) -> bool:
+        """A client of ours that gave up reconnecting: a new run needs a new one."""
+        return self.owns_client and self.client.status in ("closing", "closed")
+
     def close(self) -> None:
         if self.owns_client:
-            self.client.close()
+            # Bounded: a client whose scheduler is gone would otherwise wait out its own timeout twice.
+            with contextlib.suppress(Exception):
+                self.client.close(timeout=CLOSE_TIMEOUT)
         if self.cluster is not None:
             self.cluster.close()
+
+
+#: seconds ``close`` waits for a client to say goodbye to its scheduler
+CLOSE_TIMEOUT = 10
+
+
+def _connect(distributed: Any, address: str, security: Any) -> Any:
+    """A client of the scheduler at ``address``; a failure says which address, and what to check."""
+    try:
+        return distributed.Client(address, security=security, set_as_default=False)
+    except (OSError, TypeError, ValueError) as exc:
+        hint = ""
+        if address.startswith("tls://") and security is None:
+            hint = (" (a tls:// scheduler needs certificates: taskloom.Dask(address=..., "
+                    "security=distributed.security.Security(tls_ca_file=..., tls_client_cert=..., "
+                    "tls_client_key=..., require_encryption=True)))")
+        raise ConnectionError(f"could not connect to the Dask scheduler at {address}: {type(exc).__name__}: "
+                              f"{exc}{hint}") from exc
 
 
 _connections: dict[Any, _Connection] = {}
@@ -103,9 +165,13 @@ _connections_lock = threading.Lock()
 
 
 def _connection(config: Dask) -> _Connection:
-    key = (config.address or os.environ.get(ADDRESS_ENV), id(config.client) if config.client is not None else None)
+    key = (config.address or os.environ.get(ADDRESS_ENV), id(config.client) if config.client is not None else None,
+           id(config.security) if config.security is not None else None, config.threads_per_worker)
     with _connections_lock:
         conn = _connections.get(key)
+        if conn is not None and conn.closed():  # gave up on a lost scheduler: try afresh
+            del _connections[key]
+            conn = None
         if conn is None:
             conn = _connections[key] = _Connection(config)
         return conn
@@ -128,23 +194,58 @@ class DaskBackend(Backend):
     prefetch = 2
 
     def __init__(self, config: Dask, workers: int | None) -> None:
+        self._config = config
         self._conn = _connection(config)
-        self.workers = workers or self._conn.threads()
+        threads = self._conn.threads()
+        self.workers = workers or threads
+        # More batches at once than the cluster has threads (I/O, ``workers=32``): each leaves its
+        # worker's thread pool, and the run keeps exactly ``workers`` in flight, all running.
+        self._leave_pool = workers is not None and workers > threads
+        if self._leave_pool:
+            self.prefetch = 1
         self._lock = threading.Lock()
         # Per run: numpy arguments scattered once (id -> (array, future)); the run's Job is the key.
         self._scattered_per_run: weakref.WeakKeyDictionary[Job, dict[int, tuple[Any, Any]]] = (
             weakref.WeakKeyDictionary())
         self._futures: dict[int, Any] = {}
 
+    def prepare(self, job: Job) -> None:
+        """A warm backend whose client gave up on a lost scheduler connects afresh for the new run
+        (raising ``ConnectionError`` naming the address if the scheduler is still away)."""
+        if self._conn.closed():
+            self._conn = _connection(self._config)
+
     def submit(self, batch: Batch) -> None:
-        client = self._conn.client
-        items = self._scatter(batch)
-        future = client.submit(_run_batch, batch.job.fn, items, batch.per_item_timing, pure=False)
+        conn = self._conn
+        lost = conn.lost()
+        if lost is not None:
+            batch.sink.put(Lost(batch.id, "broken", lost))
+            return
+        try:
+            items = self._scatter(batch)
+            future = conn.client.submit(_run_batch, batch.job.fn, items, batch.per_item_timing, self._leave_pool,
+                                        pure=False)
+        except Exception:
+            lost = conn.lost()
+            if lost is None:
+                raise
+            batch.sink.put(Lost(batch.id, "broken", lost))  # the scheduler went away while we scattered
+            return
         with self._lock:
             self._futures[batch.id] = future
         if batch.timed:  # Dask tells no start time: the deadline runs from submission
             batch.sink.put(Started(batch.id, time.monotonic(), "dask"))
         future.add_done_callback(lambda f: self._done(batch, f))
+        lost = conn.lost()
+        if lost is not None:  # lost just now: the client may have cancelled its futures before this one
+            self._report(batch, Lost(batch.id, "broken", lost))
+
+    def _report(self, batch: Batch, event: Lost | Done) -> None:
+        """Send the batch's one final event, unless it was sent (or the batch cancelled) already."""
+        with self._lock:
+            mine = self._futures.pop(batch.id, None) is not None
+        if mine and not batch.cancelled:
+            batch.sink.put(event)
 
     def _scatter(self, batch: Batch) -> list[Any]:
         """Large data in the items (or in their tuples and lists) is sent to the cluster once.
@@ -193,35 +294,51 @@ class DaskBackend(Backend):
 
     def _done(self, batch: Batch, future: Any) -> None:
         with self._lock:
-            self._futures.pop(batch.id, None)
+            if batch.id not in self._futures:
+                return  # reported already (the scheduler was lost), or cancelled
+        self._report(batch, self._outcome(batch, future))
+
+    def _outcome(self, batch: Batch, future: Any) -> Lost | Done:
+        """What an ended future means for its batch."""
         status = future.status
-        if batch.cancelled:
-            return
-        if status == "cancelled":  # not by us: Dask dropped it (e.g. an input it needed was released)
-            batch.sink.put(Lost(batch.id, "crash", "Dask cancelled the task (not taskloom): an input it needed "
-                                                   "was released, or the client lost the scheduler"))
-            return
         if status == "finished":
-            values, errs, durations, elapsed, where = future.result()
+            try:
+                values, errs, durations, elapsed, where = future.result()
+            except Exception as gather_error:  # the result was lost on its way back
+                return self._lost_on_the_way(batch, gather_error)
             errors = {pos: ItemError(exc, tb, True) for pos, (exc, tb) in errs.items()} if errs else None
-            batch.sink.put(Done(batch.id, values, errors, durations, elapsed, where))
-            return
+            return Done(batch.id, values, errors, durations, elapsed, where)
+        if status == "cancelled":
+            cancelled = getattr(getattr(future, "_state", None), "exception", None)
+            lost = self._conn.lost()
+            if getattr(cancelled, "reason", None) == _SCHEDULER_LOST or lost is not None:
+                return Lost(batch.id, "broken", lost or f"lost the connection to the Dask scheduler at "
+                                                        f"{self._conn.where}")
+            # not by us: Dask dropped it (e.g. an input it needed was released)
+            return Lost(batch.id, "crash", "Dask cancelled the task (not taskloom): an input it needed was released, "
+                                           "or the client lost the scheduler")
         exc = future.exception()
         name = type(exc).__name__
         if name == "KilledWorker":
-            batch.sink.put(Lost(batch.id, "crash", f"Dask gave up on it (KilledWorker: workers died while "
-                                                  "running it; likely causes: out of memory, a segfault, "
-                                                  f"os._exit): {exc}"))
-        else:
-            reason = "item" if len(batch.items) == 1 else "split"
-            batch.sink.put(Lost(batch.id, reason, f"could not be sent to or run on Dask: {name}: {exc}"))
+            return Lost(batch.id, "crash", f"Dask gave up on it (KilledWorker: workers died while running it; likely "
+                                           f"causes: out of memory, a segfault, os._exit, a host lost): {exc}")
+        reason = "item" if len(batch.items) == 1 else "split"
+        return Lost(batch.id, reason, f"could not be sent to or run on Dask: {name}: {exc}")
+
+    def _lost_on_the_way(self, batch: Batch, exc: BaseException) -> Lost:
+        lost = self._conn.lost()
+        if lost is not None:
+            return Lost(batch.id, "broken", lost)
+        return Lost(batch.id, "crash", f"its result was lost on the way back from Dask (the worker holding it "
+                                       f"died?): {type(exc).__name__}: {exc}")
 
     def cancel(self, batches: list[Batch]) -> None:
         super().cancel(batches)
         with self._lock:
             futures = [self._futures.pop(b.id) for b in batches if b.id in self._futures]
-        if futures:
-            self._conn.client.cancel(futures)
+        if futures and self._conn.lost() is None:  # (a client without its scheduler cancelled them all)
+            with contextlib.suppress(Exception):  # the scheduler went away just now
+                self._conn.client.cancel(futures)
 
     def close(self) -> None:
         close_all()

@@ -1,0 +1,95 @@
+"""Fixtures of the multi-host tests: the bed's network (once a session) and clusters on it.
+
+* ``network``: three hosts (namespaces on a bridge, or loopback with a one-line notice); removed at
+  the end of the session, and the session fails if a namespace or link of it is still there.
+* ``cluster``: a fresh ``dask scheduler`` + two ``dask worker`` on it, for one test (faults break it);
+  ``make_cluster(**options)`` for one with other settings. At teardown taskloom's clients close
+  first, then every program is stopped, and the test fails if any process of the bed is left.
+* ``shared_cluster``: one cluster for a whole module whose tests break nothing (data, TLS); its
+  processes count as the session's (tests/conftest.py), not as a test's leftovers.
+
+Every test module here is marked ``dask`` (``pytestmark``). Bed programs write their logs under the test's tmp_path; a
+failed start shows their last lines.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import taskloom as tl
+from tests import conftest as suite
+
+from .bed import Cluster, Network
+
+
+def _say(config: pytest.Config, line: str) -> None:
+    """One line on the terminal, outside the output capture."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None:  # pragma: no cover - run without the terminal
+        print(line)
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def network(request: pytest.FixtureRequest) -> Iterator[Network]:
+    net = Network.create(force_loopback=bool(os.environ.get("TASKLOOM_HOSTS_LOOPBACK")))
+    if net.notice:
+        _say(request.config, net.notice)
+    try:
+        yield net
+    finally:
+        left = net.close()
+        assert left == [], f"the test bed left {left}"
+
+
+def _stop(cluster: Cluster) -> None:
+    tl.shutdown()  # taskloom's clients first: they would try to reconnect to a stopped scheduler
+    left = cluster.stop()
+    assert left == [], f"processes of the bed still alive after stop: {left}\n{cluster.log_tail()}"
+
+
+@pytest.fixture
+def make_cluster(network: Network, tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
+    """Start a cluster (``Cluster`` options as keywords); each is stopped after the test."""
+    made: list[Cluster] = []
+
+    def make(**options: Any) -> Cluster:
+        cluster = Cluster(network, tmp_path / f"logs{len(made)}", port=8786 + len(made) if network.namespaces else None,
+                          **options)
+        made.append(cluster)
+        return cluster.start()
+
+    yield make
+    failures = []
+    for cluster in made:
+        try:
+            _stop(cluster)
+        except AssertionError as exc:
+            failures.append(str(exc))
+    assert not failures, "\n".join(failures)
+
+
+@pytest.fixture
+def cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
+    return make_cluster()
+
+
+@pytest.fixture(scope="module")
+def shared_cluster(network: Network, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    cluster = Cluster(network, tmp_path_factory.mktemp("shared-logs"), port=8790 if network.namespaces else None)
+    cluster.start()
+    leaders = {s.proc.pid for s in cluster.started}
+    suite.SESSION_PIDS.update(leaders)  # its nannies' workers count too (tests/conftest.py)
+    try:
+        yield cluster
+    finally:
+        suite.SESSION_PIDS.difference_update(leaders)
+        _stop(cluster)
