@@ -107,7 +107,7 @@ class Network:
     @classmethod
     def create(cls, force_loopback: bool = False) -> Network:
         """Namespaces if the machine allows them, else loopback (with ``notice`` set)."""
-        reason = "TASKLOOM_HOSTS_LOOPBACK is set" if force_loopback else _namespaces_refused()
+        reason = "TASKLOOM_HOSTS_LOOPBACK is set" if force_loopback else namespaces_refused()
         if reason is None:
             sweep_stale()
             try:
@@ -178,7 +178,7 @@ class Network:
         return left
 
 
-def _namespaces_refused() -> str | None:
+def namespaces_refused() -> str | None:
     """Why this machine cannot build the bed with namespaces, or None."""
     if os.environ.get("TASKLOOM_HOSTS_LOOPBACK"):
         return "TASKLOOM_HOSTS_LOOPBACK is set"
@@ -248,6 +248,24 @@ def _alive(proc: psutil.Process) -> bool:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def beds_of_this_process() -> tuple[list[str], list[str]]:
+    """The namespaces and bridges that beds made by this process still have (open or forgotten)."""
+    pid = os.getpid()
+    names = [line.split()[0] for line in _ip("netns", "list", check=False).stdout.splitlines() if line.split()]
+    namespaces = [n for n in names if n.startswith(f"{NETNS_PREFIX}{pid}x")]
+    bridges = re.findall(rf"^\d+: (tlb{pid % 10_000_000}[a-z])[:@]", _ip("link", "show").stdout, re.M)
+    return namespaces, bridges
+
+
+def remove(namespaces: Sequence[str], bridges: Sequence[str]) -> None:
+    """Kill what runs in ``namespaces``, delete them and ``bridges`` (a bed that was never closed)."""
+    for name in namespaces:
+        kill_pids(netns_pids(name))
+        _ip("netns", "del", name, check=False)
+    for bridge in bridges:
+        _ip("link", "del", bridge, check=False)
 
 
 def sweep_stale() -> list[str]:
@@ -443,6 +461,13 @@ class Cluster:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     s.proc.wait(10)
         return pids
+
+    def kill(self, started: Started) -> None:
+        """SIGKILL one program and whatever it started (its session)."""
+        started.killed = True
+        kill_pids(session_pids(started.proc.pid))
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            started.proc.wait(10)
 
     def link_down(self, host: Host) -> None:
         """Pull ``host``'s cable (loopback: freeze its processes)."""

@@ -5,8 +5,9 @@
 * ``cluster``: a fresh ``dask scheduler`` + two ``dask worker`` on it, for one test (faults break it);
   ``make_cluster(**options)`` for one with other settings. At teardown taskloom's clients close
   first, then every program is stopped, and the test fails if any process of the bed is left.
-* ``shared_cluster``: one cluster for a whole module whose tests break nothing (data, TLS); its
-  processes count as the session's (tests/conftest.py), not as a test's leftovers.
+* ``shared_cluster``, ``tls_cluster``: one cluster for a whole module whose tests break nothing
+  (data; TLS, with the session's ``certificates``); its processes count as the session's
+  (tests/conftest.py), not as a test's leftovers.
 
 Every test module here is marked ``dask`` (``pytestmark``). Bed programs write their logs under the test's tmp_path; a
 failed start shows their last lines.
@@ -24,7 +25,7 @@ import pytest
 import taskloom as tl
 from tests import conftest as suite
 
-from .bed import Cluster, Network
+from .bed import Certificates, Cluster, Network, beds_of_this_process, make_certificates, remove
 
 
 def _say(config: pytest.Config, line: str) -> None:
@@ -38,16 +39,35 @@ def _say(config: pytest.Config, line: str) -> None:
         reporter.write_line(line)
 
 
+#: the session's network, once made (its namespaces are no test's leftovers)
+_SESSION: list[Network] = []
+
+
 @pytest.fixture(scope="session")
 def network(request: pytest.FixtureRequest) -> Iterator[Network]:
     net = Network.create(force_loopback=bool(os.environ.get("TASKLOOM_HOSTS_LOOPBACK")))
     if net.notice:
         _say(request.config, net.notice)
+    _SESSION.append(net)
     try:
         yield net
     finally:
+        _SESSION.clear()
         left = net.close()
         assert left == [], f"the test bed left {left}"
+
+
+@pytest.fixture(autouse=True)
+def _no_bed_left_behind() -> Iterator[None]:
+    """After each test: no namespace or bridge of a bed this test made (and did not close) is left."""
+    yield
+    namespaces, bridges = beds_of_this_process()
+    for net in _SESSION:
+        namespaces = [n for n in namespaces if n not in {h.netns for h in net.hosts}]
+        bridges = [b for b in bridges if b != net.bridge]
+    if namespaces or bridges:
+        remove(namespaces, bridges)
+        pytest.fail(f"the test left a bed behind: namespaces {namespaces}, bridges {bridges}", pytrace=False)
 
 
 def _stop(cluster: Cluster) -> None:
@@ -82,9 +102,7 @@ def cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
     return make_cluster()
 
 
-@pytest.fixture(scope="module")
-def shared_cluster(network: Network, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = Cluster(network, tmp_path_factory.mktemp("shared-logs"), port=8790 if network.namespaces else None)
+def _module_cluster(cluster: Cluster) -> Iterator[Cluster]:
     cluster.start()
     leaders = {s.proc.pid for s in cluster.started}
     suite.SESSION_PIDS.update(leaders)  # its nannies' workers count too (tests/conftest.py)
@@ -93,3 +111,23 @@ def shared_cluster(network: Network, tmp_path_factory: pytest.TempPathFactory) -
     finally:
         suite.SESSION_PIDS.difference_update(leaders)
         _stop(cluster)
+
+
+@pytest.fixture(scope="module")
+def shared_cluster(network: Network, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    yield from _module_cluster(Cluster(network, tmp_path_factory.mktemp("shared-logs"),
+                                       port=8790 if network.namespaces else None))
+
+
+@pytest.fixture(scope="session")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    """The bed's CA and the certificate it signed for every program and the client."""
+    return make_certificates(tmp_path_factory.mktemp("certs"), "bed")
+
+
+@pytest.fixture(scope="module")
+def tls_cluster(network: Network, certificates: Certificates,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """The cluster speaking TLS only (``tls://``), with the bed's certificates."""
+    yield from _module_cluster(Cluster(network, tmp_path_factory.mktemp("tls-logs"), tls=certificates,
+                                       port=8791 if network.namespaces else None))

@@ -116,7 +116,7 @@ def gate(tmp_path: Path) -> Iterator[Gate]:
 
 
 def test_the_bed_is_three_hosts_and_work_crosses_to_both(cluster: Cluster) -> None:
-    by_address, by_name = hosts_by_name(cluster)
+    by_address, _by_name = hosts_by_name(cluster)
     if cluster.net.namespaces:
         for address, host in by_address.items():
             assert address.startswith(f"tcp://{host.address}:")  # each worker on its own host's address
@@ -140,7 +140,7 @@ def test_a_worker_host_killed_mid_run_costs_nothing(cluster: Cluster, gate: Gate
         return on
 
     with Fault(gate, kill) as fault:
-        outcomes, stats, ended = run_collecting(tl.Dask(address=cluster.address), gate.task(), n)
+        outcomes, stats, _ended = run_collecting(tl.Dask(address=cluster.address), gate.task(), n)
     assert_once_each(outcomes, n)
     assert [o.error for o in outcomes if not o.ok] == []
     assert [o.value[0] for o in outcomes] == [x * x for x in range(n)]
@@ -148,7 +148,8 @@ def test_a_worker_host_killed_mid_run_costs_nothing(cluster: Cluster, gate: Gate
     assert struck, "no task was running on the killed host"
     for x in struck:  # what the dead host was running came back from the other one
         assert outcomes[x].value[1] == by_name[survivor.name]
-    assert stats.retried == 0 and stats.crashed == 0  # Dask's rescheduling, not taskloom's retries
+    assert stats.retried == 0
+    assert stats.crashed == 0
     assert cluster.pids(victim) == []
 
 
@@ -178,7 +179,8 @@ def test_when_dask_gives_up_crash_retries_decide(make_cluster: Callable[..., Clu
     if crash_retries == 0:
         assert struck <= set(failed)
         for error in failed.values():
-            assert isinstance(error, tl.WorkerCrashed) and "KilledWorker" in str(error), error
+            assert isinstance(error, tl.WorkerCrashed), error
+            assert "KilledWorker" in str(error)
         assert stats.retried == 0
     else:
         assert failed == {}
@@ -230,7 +232,8 @@ def _assert_scheduler_lost(outcomes: list[tl.Outcome[Any]], n: int, address: str
     assert_once_each(outcomes, n)
     for o in outcomes:
         assert not o.ok  # every task waited at the gate: none could end before the scheduler went
-        assert isinstance(o.error, tl.TaskError) and not isinstance(o.error, tl.WorkerCrashed), o.error
+        assert isinstance(o.error, tl.TaskError), o.error
+        assert not isinstance(o.error, tl.WorkerCrashed), o.error
         assert f"lost the connection to the Dask scheduler at {address}" in str(o.error), o.error
 
 
@@ -275,9 +278,9 @@ def test_the_scheduler_hosts_cable_pulled_fails_the_run_after_the_tcp_timeout(cl
         cluster.link_down(cluster.net.scheduler)
         return struck
 
-    with dask.config.set({"distributed.comm.timeouts.tcp": TCP_TIMEOUT}):  # read when the client connects
-        with Fault(gate, pull) as fault:
-            outcomes, _, ended = run_collecting(tl.Dask(address=cluster.address), gate.task(), n)
+    # (the client reads the TCP timeout when it connects)
+    with dask.config.set({"distributed.comm.timeouts.tcp": TCP_TIMEOUT}), Fault(gate, pull) as fault:
+        outcomes, _, ended = run_collecting(tl.Dask(address=cluster.address), gate.task(), n)
     _assert_scheduler_lost(outcomes, n, cluster.address)
     assert ended - fault.result < SILENT_HOST_NOTICED
     cluster.link_up(cluster.net.scheduler)
