@@ -276,3 +276,59 @@ def test_interpreter_exit_closes_the_embedded_cluster(tmp_path: Path) -> None:
     while alive() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert alive() == []
+
+
+# -- the Dask mode's own settings ---------------------------------------------------------------------------------------
+def test_dask_settings_are_checked_and_name_the_cluster() -> None:
+    with pytest.raises(ValueError, match="threads_per_worker"):
+        tl.Dask(threads_per_worker=0)
+    with pytest.raises(ValueError, match="dask worker --nthreads"):
+        tl.Dask(address="tcp://h:8786", threads_per_worker=4)
+    with pytest.raises(ValueError, match="crash_retries"):
+        tl.Dask(crash_retries=-1)
+    assert tl.Dask(threads_per_worker=4) != tl.Dask()  # another embedded cluster
+    assert tl.Dask(crash_retries=2) == tl.Dask()  # the same cluster: only the run's policy differs
+    assert hash(tl.Dask(crash_retries=2)) == hash(tl.Dask())
+    assert tl.Dask(crash_retries=2).crash_retries == 2
+
+
+def test_a_tls_address_without_certificates_is_refused_at_once_saying_what_is_missing(no_address: None) -> None:
+    t0 = time.monotonic()
+    with pytest.raises(ConnectionError, match=r"tls://127\.0\.0\.1:9.*security=distributed\.security\.Security"):
+        tl.map(helpers.square, [1], mode=tl.Dask(address="tls://127.0.0.1:9"))
+    assert time.monotonic() - t0 < 10
+
+
+def test_security_is_for_a_cluster_reached_by_address(no_address: None) -> None:
+    with pytest.raises(ValueError, match="reached by address"):
+        tl.map(helpers.square, [1], mode=tl.Dask(security=object()))
+
+
+def meet(args: tuple[str, int]) -> bool:
+    """Arrive at a meeting of ``n`` tasks (files in ``directory``); True if all came within 60 s."""
+    directory, n = args
+    Path(directory, f"{os.getpid()}-{threading.get_ident()}").touch()
+    deadline = time.monotonic() + 60
+    while len(os.listdir(directory)) < n:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_workers_above_the_clusters_threads_run_that_many_at_once(dask_cluster: str, no_address: None,
+                                                                   tmp_path: Path) -> None:
+    """I/O on Dask: workers=8 on a cluster of 2 threads runs 8 tasks at once (each leaves its
+    worker's thread pool); only then can 8 tasks that wait for each other all meet."""
+    run = tl.imap(meet, [(str(tmp_path), 8)] * 8, mode=tl.Dask(address=dask_cluster), workers=8, chunksize=1)
+    assert run.window == 8  # exactly `workers` batches in flight, all running
+    assert list(run) == [True] * 8
+
+
+def test_the_embedded_cluster_takes_threads_per_worker(no_address: None) -> None:
+    from taskloom._backends import _dask
+
+    mode = tl.Dask(threads_per_worker=3)
+    assert tl.map(helpers.square, range(10), mode=mode) == [x * x for x in range(10)]
+    [conn] = _dask._connections.values()
+    assert set(conn.client.nthreads().values()) == {3}

@@ -82,3 +82,8 @@ def cpu(n: int) -> int:
 def sleep_io(seconds: float) -> float:
     time.sleep(seconds)
     return seconds
+
+
+def run_chunk(fn: Any, chunk: list[Any]) -> list[Any]:
+    """One Dask task over a chunk of items: batching by hand, as a Dask user would (benchmarks/dask_hosts.py)."""
+    return [fn(x) for x in chunk]
