@@ -153,15 +153,17 @@ def process_cluster(tmp_path: Path) -> Iterator[tuple[str, list[subprocess.Popen
             client.wait_for_workers(2, timeout=60)
         yield address, procs
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        # Workers first: a worker closing says goodbye to its scheduler (without one, it waits its timeout out).
+        for group in (procs[1:], procs[:1]):
+            for proc in group:
+                if proc.poll() is None:
+                    proc.terminate()
+            for proc in group:
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
         log.close()
         assert all(not psutil.pid_exists(p.pid) or psutil.Process(p.pid).status() == psutil.STATUS_ZOMBIE
                    for p in procs)
