@@ -87,3 +87,16 @@ def sleep_io(seconds: float) -> float:
 def run_chunk(fn: Any, chunk: list[Any]) -> list[Any]:
     """One Dask task over a chunk of items: batching by hand, as a Dask user would (benchmarks/dask_hosts.py)."""
     return [fn(x) for x in chunk]
+
+
+def meet(args: tuple[str, int]) -> tuple[bool, str]:
+    """Arrive at a meeting of ``n`` tasks (files in a shared folder); (all came within 60 s, the worker)."""
+    directory, n = args
+    me = worker_address()
+    Path(directory, f"{_safe(me)}-{os.getpid()}-{time.monotonic_ns()}").touch()
+    deadline = time.monotonic() + 60
+    while len(os.listdir(directory)) < n:
+        if time.monotonic() > deadline:
+            return False, me
+        time.sleep(0.01)
+    return True, me

@@ -113,3 +113,12 @@ def test_a_function_of_the_main_script_travels_by_value(shared_cluster: Cluster,
     assert [v for v, _ in results] == [x ** 3 + 1000 for x in range(30)]
     both_hosts(shared_cluster, {w for _, w in results})
     assert_session_empty(sid)
+
+
+def test_io_workers_above_the_clusters_threads_all_run_at_once_on_both_hosts(shared_cluster: Cluster,
+                                                                             tmp_path: Path) -> None:
+    """workers=12 on two single-threaded workers: 12 tasks that wait for each other all meet."""
+    results = tl.map(tasks.meet, [(str(tmp_path), 12)] * 12, mode=tl.Dask(address=shared_cluster.address),
+                     workers=12, chunksize=1)
+    assert [met for met, _ in results] == [True] * 12
+    both_hosts(shared_cluster, {w for _, w in results})
