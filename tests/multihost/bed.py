@@ -462,6 +462,15 @@ class Cluster:
                     s.proc.wait(10)
         return pids
 
+    def restart_all(self) -> None:
+        """Start every host's programs again (what is left of them killed first), as supervisors would."""
+        for host in self.net.hosts:
+            self.kill_host(host)
+        self.start_scheduler()
+        for host in self.net.workers:
+            self.start_worker(host)
+        self.wait_for_workers(len(self.net.workers))
+
     def kill(self, started: Started) -> None:
         """SIGKILL one program and whatever it started (its session)."""
         started.killed = True
