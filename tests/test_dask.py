@@ -280,7 +280,7 @@ def test_interpreter_exit_closes_the_embedded_cluster(tmp_path: Path) -> None:
     assert alive() == []
 
 
-# -- the Dask mode's own settings ---------------------------------------------------------------------------------------
+# -- the Dask mode's own settings ----------------------------------------------------------------------------------
 def test_dask_settings_are_checked_and_name_the_cluster() -> None:
     with pytest.raises(ValueError, match="threads_per_worker"):
         tl.Dask(threads_per_worker=0)
@@ -292,6 +292,19 @@ def test_dask_settings_are_checked_and_name_the_cluster() -> None:
     assert tl.Dask(crash_retries=2) == tl.Dask()  # the same cluster: only the run's policy differs
     assert hash(tl.Dask(crash_retries=2)) == hash(tl.Dask())
     assert tl.Dask(crash_retries=2).crash_retries == 2
+
+
+def test_equal_security_settings_share_one_connection() -> None:
+    from distributed.security import Security
+
+    def security(cert: str) -> Security:
+        return Security(tls_ca_file="ca.pem", tls_client_cert=cert, tls_client_key="me.key", require_encryption=True)
+
+    mine, again, theirs = (tl.Dask(address="tls://h:8786", security=security(cert))
+                           for cert in ("me.pem", "me.pem", "you.pem"))
+    assert mine == again  # a Security made per call is the same settings, hence the same warm connection
+    assert hash(mine) == hash(again)
+    assert mine != theirs
 
 
 def test_a_tls_address_without_certificates_is_refused_at_once_saying_what_is_missing(no_address: None) -> None:

@@ -416,8 +416,22 @@ class Dask(Mode):
 
     def _target(self) -> tuple[Any, ...]:
         """What tells two clusters (or two ways of reaching one) apart: not ``crash_retries``."""
-        return (self.address, self.client is None or id(self.client), self.security is None or id(self.security),
-                self.threads_per_worker)
+        return (self.address, self.client is None or id(self.client), self.security_key(), self.threads_per_worker)
+
+    def security_key(self) -> Hashable:
+        """``security`` by its settings (files, PEM text, flags), so that two equal ``Security`` objects
+        (one made per call) share one connection."""
+        if self.security is None:
+            return None
+        names = set(getattr(self.security, "__dict__", ()))
+        for cls in type(self.security).__mro__:  # distributed's Security keeps its settings in __slots__
+            slots = getattr(cls, "__slots__", ())
+            names.update((slots,) if isinstance(slots, str) else slots)
+        if not names:
+            return id(self.security)
+        values = ((name, getattr(self.security, name, None)) for name in sorted(names))
+        return (type(self.security), *((k, v if isinstance(v, str | int | float | bool | None) else repr(v))
+                                       for k, v in values))
 
     def __hash__(self) -> int:
         return hash(self._target())

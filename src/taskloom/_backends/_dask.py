@@ -77,6 +77,8 @@ def _run_batch(fn: Any, items: list[Any], per_item_timing: bool, leave_pool: boo
     return values, portable, durations, elapsed, where
 
 
+_SPREAD = True
+
 #: the reason Dask's client gives the futures it cancels when it loses the scheduler
 _SCHEDULER_LOST = "scheduler-connection-lost"
 
@@ -166,7 +168,7 @@ _connections_lock = threading.Lock()
 
 def _connection(config: Dask) -> _Connection:
     key = (config.address or os.environ.get(ADDRESS_ENV), id(config.client) if config.client is not None else None,
-           id(config.security) if config.security is not None else None, config.threads_per_worker)
+           config.security_key(), config.threads_per_worker)
     with _connections_lock:
         conn = _connections.get(key)
         if conn is not None and conn.closed():  # gave up on a lost scheduler: try afresh
@@ -201,8 +203,10 @@ class DaskBackend(Backend):
         # More batches at once than the cluster has threads (I/O, ``workers=32``): each leaves its
         # worker's thread pool, and the run keeps exactly ``workers`` in flight, all running.
         self._leave_pool = workers is not None and workers > threads
+        self._spread: dict[str, Any] = {}
         if self._leave_pool:
             self.prefetch = 1
+            self._spread_over_workers()
         self._lock = threading.Lock()
         # Per run: numpy arguments scattered once (id -> (array, future)); the run's Job is the key.
         self._scattered_per_run: weakref.WeakKeyDictionary[Job, dict[int, tuple[Any, Any]]] = (
@@ -216,6 +220,19 @@ class DaskBackend(Backend):
         (raising ``ConnectionError`` naming the address if the scheduler is still away)."""
         if self._conn.closed():
             self._conn = _connection(self._config)
+        if self._leave_pool:
+            self._spread_over_workers()
+
+    def _spread_over_workers(self) -> None:
+        """Batches that leave the thread pool go to a worker when submitted, not queued by the scheduler.
+
+        Dask queues a large group of tasks without dependencies on the scheduler and hands a worker
+        its next one only when a thread of it frees up: here, one round trip per batch, when the batch
+        before it left the pool. A loose restriction to the workers there are (any other may run it
+        too) takes the tasks out of that queue: the worker starts the next itself.
+        """
+        if _SPREAD:
+            self._spread = {"workers": list(self._conn.client.nthreads()), "allow_other_workers": True}
 
     def submit(self, batch: Batch) -> None:
         conn = self._conn
@@ -226,7 +243,7 @@ class DaskBackend(Backend):
         try:
             items = self._scatter(batch)
             future = conn.client.submit(_run_batch, batch.job.fn, items, batch.per_item_timing, self._leave_pool,
-                                        pure=False)
+                                        pure=False, **self._spread)
         except Exception:
             lost = conn.lost()
             if lost is None:
