@@ -262,15 +262,18 @@ def test_the_scheduler_host_killed_fails_the_run_at_once_naming_it(cluster: Clus
     # gave up (then taskloom connects afresh).
     cluster.restart_all()
 
+    meanwhile: list[str] = []
+
     def works() -> bool:
         try:
             return tl.map(tasks.tiny, range(5), mode=mode) == [0, 1, 4, 9, 16]
         except tl.TaskError as exc:  # Dask's client has not reconnected yet
-            assert "lost the connection to the Dask scheduler" in str(exc)
+            meanwhile.append(str(exc))
             return False
 
     # Dask's client tries again for distributed.comm.timeouts.connect (30 s), then taskloom connects afresh.
     assert poll_until(works, 45.0, interval=0.2)
+    assert all("lost the connection to the Dask scheduler" in error for error in meanwhile), meanwhile
 
 
 def test_the_scheduler_hosts_cable_pulled_fails_the_run_after_the_tcp_timeout(cluster: Cluster,
