@@ -28,26 +28,23 @@ from tests import conftest as suite
 from .bed import Certificates, Cluster, Network, beds_of_this_process, make_certificates, remove
 
 
-def _say(config: pytest.Config, line: str) -> None:
-    """One line on the terminal, outside the output capture."""
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    capture = config.pluginmanager.get_plugin("capturemanager")
-    if reporter is None or capture is None:  # pragma: no cover - run without the terminal
-        print(line)
-        return
-    with capture.global_and_fixture_disabled():
-        reporter.write_line(line)
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The loopback fallback's notice, one line under the results: the tests ran, but not across links."""
+    for notice in _NOTICES:
+        terminalreporter.write_line(notice)
 
 
 #: the session's network, once made (its namespaces are no test's leftovers)
 _SESSION: list[Network] = []
+#: why the bed runs on loopback, if it does
+_NOTICES: list[str] = []
 
 
 @pytest.fixture(scope="session")
-def network(request: pytest.FixtureRequest) -> Iterator[Network]:
+def network() -> Iterator[Network]:
     net = Network.create(force_loopback=bool(os.environ.get("TASKLOOM_HOSTS_LOOPBACK")))
     if net.notice:
-        _say(request.config, net.notice)
+        _NOTICES.append(net.notice)  # said under the results (pytest_terminal_summary)
     _SESSION.append(net)
     try:
         yield net
