@@ -595,3 +595,46 @@ def test_plain_mode_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
     with cond:
         assert not cond.wait(0.01)
     assert "unlocked" in repr(rlock)
+
+
+def test_a_lock_released_by_another_thread_removes_only_its_own_hold() -> None:
+    # A plain lock used as a signal: the owner takes it, another thread releases it, while the
+    # owner takes and releases locks of its own. Each release must remove its own hold from the
+    # owner's list. The owner's own release used to delete by an index that the releasing thread
+    # shifted meanwhile: the wrong hold went (a hold of a free lock stayed) or IndexError. Run
+    # under the stress harness (with its seeded preemption, the GIL's switches land there too);
+    # on a free-threaded 3.13t the bare race also failed most runs.
+    from taskloom.testing import stress
+
+    with tl.deadlock_watch(timeout=30):
+        signal_lock = threading.Lock()
+        own = [threading.Lock() for _ in range(3)]
+    rounds = 30
+    roles = iter(range(10**9))
+    taken = threading.Semaphore(0)
+    holds: list[list[Any]] = []
+
+    def reset() -> None:
+        nonlocal roles, taken
+        roles, taken = iter(range(10**9)), threading.Semaphore(0)
+        holds.clear()
+
+    def body() -> None:
+        if next(roles) == 0:  # the owner
+            holds.append(_sync._my_holds())
+            for _ in range(rounds):
+                assert signal_lock.acquire(True, 10), "the releaser never released the signal lock"
+                taken.release()
+                for lock in own:
+                    lock.acquire()
+                for lock in reversed(own):
+                    lock.release()
+        else:  # the releaser
+            for _ in range(rounds):
+                assert taken.acquire(timeout=10), "the owner stopped taking the signal lock"
+                signal_lock.release()
+
+    def no_hold_left() -> None:
+        assert [[h.lock.name for h in mine] for mine in holds] == [[]], "a hold outlived its release"
+
+    stress(body, threads=2, repeat=40, setup=reset, check=no_hold_left, preempt_every=8, timeout=30)

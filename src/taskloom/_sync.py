@@ -32,6 +32,7 @@ locks plain locks, at near-zero cost, and leaves them out of deadlock watches.
 from __future__ import annotations
 
 import _thread
+import contextlib
 import itertools
 import os
 import sys
@@ -89,6 +90,23 @@ def _my_holds() -> list[_Hold]:
         holds = _tls.holds = []
         _held[_thread.get_ident()] = holds  # a thread reusing a dead one's ident replaces its list
     return holds
+
+
+def _forget_hold(holds: list[_Hold] | None, lock: _TrackedLock) -> None:
+    """Remove the last hold of ``lock`` from a thread's holds.
+
+    A plain lock may be released by another thread than its owner, which then edits the owner's
+    list while the owner appends to it or removes its own holds: so the hold is found in a copy
+    and removed by identity, never by an index that the owner may have shifted meanwhile (on a
+    free-threaded build that deleted the wrong hold or raised IndexError; the GIL only made it rare).
+    """
+    if not holds:
+        return
+    for hold in reversed(holds.copy()):
+        if hold.lock is lock:
+            with contextlib.suppress(ValueError):  # _Hold has no __eq__: removed by identity
+                holds.remove(hold)
+            return
 
 
 def _site(frame: FrameType | None = None) -> str:
@@ -170,11 +188,7 @@ class _TrackedLock:
             # Cleared before the real release, so the graph never names an owner that let go.
             self._owner = None
             self._count = 0
-            holds = _held.get(owner, [])
-            for i in range(len(holds) - 1, -1, -1):
-                if holds[i].lock is self:
-                    del holds[i]
-                    break
+            _forget_hold(_held.get(owner), self)
         self._inner.release()  # RuntimeError("release unlocked lock") when it was not held
 
     def locked(self) -> bool:
@@ -453,7 +467,7 @@ class OrderedLock(_TrackedLock):
                 "taken twice; release it first, or use taskloom.OrderedRLock"
             )
         later = None
-        for hold in holds:
+        for hold in holds.copy():  # another thread may be releasing a plain lock of ours (_forget_hold)
             lock = hold.lock
             if isinstance(lock, OrderedLock) and lock._order > self._order and (
                 later is None or lock._order > later.lock._order  # type: ignore[attr-defined]
