@@ -548,3 +548,48 @@ def test_value_pickles_small_and_is_rebuilt_as_its_class() -> None:
         assert counter.get() == 5
         other.close()
         assert counter.get() == 5, "closing an attachment must not remove the owner's segment"
+
+
+def test_an_operation_racing_close_says_closed_and_touches_no_closed_descriptor() -> None:
+    # close() clears the mapping under the Value's lock, then closes the descriptor and the mapping.
+    # An add() that had read the mapping before and waited for the lock then used both after close:
+    # flock on a closed (or reused!) descriptor, OSError(EBADF). Seen on a free-threaded 3.13t, in
+    # 2 of 300 tries of this without the harness; with its preemption, with the GIL too.
+    from taskloom.testing import stress
+
+    counters: list[tl.Counter] = []
+    roles = iter(range(10**9))
+    surprises: list[BaseException] = []
+
+    def setup() -> None:
+        nonlocal roles
+        for c in counters:
+            c.close()
+        counters[:] = [tl.Counter()]
+        roles = iter(range(10**9))
+
+    def body() -> None:
+        counter = counters[0]
+        if next(roles) == 0:
+            counter.add()
+            counter.close()
+            return
+        for _ in range(200):
+            try:
+                counter.add()
+            except ValueError as exc:
+                if "is closed" not in str(exc):
+                    surprises.append(exc)
+                return
+            except Exception as exc:
+                surprises.append(exc)
+                return
+
+    def check() -> None:
+        assert surprises == [], surprises
+
+    try:
+        stress(body, threads=4, repeat=60, setup=setup, check=check, preempt_every=8)
+    finally:
+        for c in counters:
+            c.close()

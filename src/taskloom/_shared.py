@@ -685,12 +685,17 @@ class Value(_Closeable, Generic[_T]):
 
     def _run(self, op: int, arg: Any) -> Any:
         """Do one operation under the thread lock and the cross-process lock."""
-        mm = self._mm
-        if mm is None:
+        if self._mm is None:
             raise ValueError(f"{type(self).__name__} {self.name!r} is closed")
         if self._forks != _forks:
             self._after_fork()
         with self._rlock:
+            # Read again under the lock: close() clears it under the lock, then closes the descriptor
+            # and the mapping outside it. Read before, a thread that then waited for the lock
+            # used both after close() (flock on a closed, or reused, descriptor: seen on 3.13t).
+            mm = self._mm
+            if mm is None:
+                raise ValueError(f"{type(self).__name__} {self.name!r} is closed")
             depth = self._depth
             self._depth = depth + 1
             try:
