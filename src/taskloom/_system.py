@@ -77,6 +77,21 @@ def gil_enabled() -> bool:
     return True if check is None else bool(check())
 
 
+#: Without a GIL, an object is freed by the thread that allocated it (biased reference counting):
+#: one that another thread drops waits until its owner runs Python code again. A taskloom thread
+#: that makes objects for other threads (the process pool's manager unpickles results, the event
+#: loop's thread runs coroutines) never sleeps longer than this (seconds) while the GIL is off.
+FREE_THREADED_WAKE = 1.0
+
+
+def bounded_wait(timeout: float | None) -> float | None:
+    """``timeout`` for a thread that hands objects it made to others: capped at
+    ``FREE_THREADED_WAKE`` while the GIL is off, so that those objects are freed once dropped."""
+    if gil_enabled():
+        return timeout
+    return FREE_THREADED_WAKE if timeout is None else min(timeout, FREE_THREADED_WAKE)
+
+
 def default_threads() -> int:
     """The stdlib's thread-pool default, ``min(32, cpus + 4)``: I/O waits, so a few extra threads."""
     return min(32, usable_cpus() + 4)

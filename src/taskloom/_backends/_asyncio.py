@@ -25,6 +25,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from .._system import FREE_THREADED_WAKE, gil_enabled
 from ._base import Backend, Batch, Done, Event, Events, ItemError, Lost, Started, enter_depth
 
 #: ``loop.create_task(coro, context=...)`` exists from Python 3.11.
@@ -78,6 +79,7 @@ class AsyncBackend(Backend):
                 def run() -> None:
                     enter_depth(self._depth)
                     asyncio.set_event_loop(loop)
+                    _keep_waking(loop)
                     ready.set()
                     try:
                         loop.run_forever()
@@ -310,3 +312,15 @@ class LoopWatchdog:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def _keep_waking(loop: asyncio.AbstractEventLoop) -> None:
+    """Without a GIL: run a no-op on our loop at least every ``FREE_THREADED_WAKE`` seconds, so
+    that results its coroutines made are freed once the consumer drops them (see ``_system``)."""
+    if gil_enabled():
+        return
+
+    def tick() -> None:
+        loop.call_later(FREE_THREADED_WAKE, tick)
+
+    loop.call_soon(tick)

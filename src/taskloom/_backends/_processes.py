@@ -46,7 +46,7 @@ from typing import Any
 
 from .._errors import SerializationError
 from .._modes import Processes, parse_size
-from .._system import IN_WORKER_ENV, usable_cpus
+from .._system import IN_WORKER_ENV, bounded_wait, usable_cpus
 from . import _forkserver, _mainpickle
 from . import _worker as W
 from ._base import Backend, Batch, Done, ItemError, Job, Lost, Started
@@ -272,7 +272,8 @@ class ProcessBackend(Backend):
             handles.append(w.conn)
             handles.append(w.proc.sentinel)
         handles.extend(self._dying)
-        timeout = self._next_timer()
+        # bounded_wait: without a GIL, results this thread unpickled are freed only when it runs.
+        timeout = bounded_wait(self._next_timer())
         ready = multiprocessing.connection.wait(handles, timeout)
         now = time.monotonic()
         ready_set = set(ready)

@@ -15,6 +15,12 @@ killed in the middle of a write either: at exit, ``finish_running`` waits for su
 stdlib's thread pool does (the exit hook in ``_pools`` runs it, as an ``at_exit_last`` hook), except tasks past their
 ``timeout`` and exits caused by Ctrl-C, which the user asked to stop.
 
+Without a GIL (a free-threaded build), an object is freed by the thread that allocated it: a
+result a pool thread made, dropped later by the consumer, waits in that thread's queue until the
+thread runs Python code again. An idle pool thread therefore does not sleep through its whole
+idle timeout in one wait: it wakes after 5 ms, then at doubling intervals up to once a second, so
+that what it made is freed within about a second of being dropped, as it is at once with the GIL.
+
 While a batch runs, BLAS is capped to the pool's share of the CPUs (``_blas``: threadpoolctl,
 only when numpy or a kin is already imported), and set back when no pool runs a batch.
 """
@@ -34,11 +40,16 @@ from collections.abc import Callable
 from itertools import count
 from typing import Any
 
-from .._system import EXIT_NOTICE
+from .._system import EXIT_NOTICE, gil_enabled
 from . import _blas, _registry
 from ._base import Backend, Batch, Done, Lost, Started, enter_depth, run_items
 
 _names = count(1)
+
+#: Without a GIL: an idle pool thread's first wake-up (seconds), and the longest it sleeps between
+#: two (see the module's docstring: what it allocated is freed only when it runs).
+IDLE_WAKE_FIRST = 0.005
+IDLE_WAKE_MAX = 1.0
 
 #: pool threads running a task now, across every pool (also pools already shut down), and
 #: whether that task's deadline passed (abandoned by ``abort``): read by ``finish_running``
@@ -166,7 +177,7 @@ class ThreadBackend(Backend):
                 return
             while True:
                 try:
-                    batch = self._queue.get(timeout=self._idle_timeout)
+                    batch = self._next_batch()
                 except queue.Empty:
                     with self._lock:
                         if self._idle > 0:
@@ -219,6 +230,23 @@ class ThreadBackend(Backend):
         finally:
             with self._lock:
                 self._threads.discard(me)
+
+    def _next_batch(self) -> Batch | None:
+        """The next batch (None: stop); raises ``queue.Empty`` after ``idle_timeout`` idle seconds."""
+        if gil_enabled():
+            return self._queue.get(timeout=self._idle_timeout)
+        # No GIL: wake now and then, so that results this thread made and the consumer dropped
+        # are freed (they wait for this thread to run Python code again).
+        deadline = time.monotonic() + self._idle_timeout
+        step = IDLE_WAKE_FIRST
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise queue.Empty
+            try:
+                return self._queue.get(timeout=min(step, left))
+            except queue.Empty:
+                step = min(2 * step, IDLE_WAKE_MAX)
 
     def _initialize(self) -> bool:
         """Run ``Threads(initializer=)`` in this new thread; on failure fail what waits, and say so."""
