@@ -10,6 +10,7 @@ import time
 import pytest
 
 import taskloom as tl
+from taskloom._system import gil_enabled
 from taskloom._workload import ASSUMED_TASKS, MAX_IO_THREADS, Sample, _item_kind, _recall, decide, io_workers
 
 
@@ -92,7 +93,7 @@ def test_few_long_gil_releasing_tasks_are_probed_and_go_to_threads() -> None:
 
     arrays = [np.ones(5_000_000) for _ in range(8)]
     s = run_sample(np_sum, iter(arrays), 0.05, total=8)
-    assert s.thread_speedup is not None, "the GIL probe did not run"
+    assert s.thread_speedup is not None or 2 in s.scaling, "the probe of parallel threads did not run"
     assert s.n == 3
 
 
@@ -101,19 +102,26 @@ def test_tiny_tasks_are_not_probed_on_threads() -> None:
 
     s = run_sample(square, iter(range(1000)), 0.05, total=1000)
     assert s.thread_speedup is None
-    assert s.n == 64
+    if gil_enabled():
+        assert s.n == 64
+    else:  # without a GIL they are, many at a time (tests/test_free_threaded.py)
+        assert 2 in s.scaling
 
 
 def test_gil_releasing_cpu_work_goes_to_threads() -> None:
-    advice = decide(synthetic(0.01, 1.0, thread_speedup=1.95), 1000, cpus=2)
+    advice = decide(synthetic(0.01, 1.0, thread_speedup=1.95), 1000, cpus=2, free_threaded=False)
     assert advice.mode == "threads"
     assert advice.expected_speedup["threads"] > 1.8
 
 
-def test_free_threaded_interpreter_runs_cpu_work_on_threads() -> None:
-    advice = decide(synthetic(0.01, 1.0, thread_speedup=None), 1000, cpus=4, free_threaded=True)
+def test_free_threaded_interpreter_runs_cpu_work_on_threads_when_they_scale() -> None:
+    s = synthetic(0.01, 1.0, thread_speedup=None)
+    s.scaling = {2: 1.95, 4: 3.8}
+    advice = decide(s, 1000, cpus=4, free_threaded=True)
     assert advice.mode == "threads"
-    assert any("without the GIL" in r for r in advice.reasons)
+    assert any("without the GIL" in r and "4 threads ran it 3.80x as fast as one" in r for r in advice.reasons)
+    s.scaling = {2: 0.7}  # they contend: slower together than one alone (tests/test_free_threaded.py: more)
+    assert decide(s, 1000, cpus=4, free_threaded=True).mode == "processes"
 
 
 def test_large_arguments_make_processes_lose() -> None:
@@ -187,9 +195,14 @@ def test_advise_sleeping_task_is_threads() -> None:
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="parallel CPU work needs two CPUs")
-def test_advise_pure_python_loop_is_processes() -> None:
+def test_advise_pure_python_loop_is_processes_with_the_gil_and_measured_without() -> None:
     advice = tl.advise(pure_python, [300_000] * 8, budget=1.0, total=200)
-    assert advice.mode == "processes", advice
+    if gil_enabled():
+        assert advice.mode == "processes", advice
+    else:  # threads when they scale here, processes when they do not: either way, measured
+        assert "thread_scaling_2" in advice.measurements, advice
+        assert advice.mode in ("threads", "processes"), advice
+        assert any("threads ran it" in r for r in advice.reasons), advice
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="parallel CPU work needs two CPUs")
@@ -326,15 +339,16 @@ def test_a_guess_is_not_remembered_a_measurement_is() -> None:
     run = tl.imap(spin, [20_000] * 4)
     assert list(run) == [spin(20_000)] * 4
     assert run.advice is not None
-    if run.advice.measurements.get("thread_speedup") is None:
+    measured = "thread_speedup" if gil_enabled() else "thread_scaling_2"
+    if run.advice.measurements.get(measured) is None:
         assert _recall(spin, _item_kind(20_000)) is None, "a guess was remembered"
     longer = tl.imap(spin, [20_000] * 40)
     assert list(longer) == [spin(20_000)] * 40
     assert longer.advice is not None
-    assert "thread_speedup" in longer.advice.measurements
+    assert measured in longer.advice.measurements
     remembered = _recall(spin, _item_kind(20_000))
     assert remembered is not None
-    assert remembered.thread_speedup is not None
+    assert remembered.thread_speedup is not None or remembered.scaling
 
 
 def test_the_memo_keeps_no_item_or_result_alive() -> None:
@@ -423,9 +437,14 @@ def test_auto_starts_only_its_thread_probe_beside_a_computing_task_and_nothing_u
     run = tl.imap(spin, range(6), mode="auto")
     assert list(run) == list(range(6))
     beside = [x for kind, x in events[:events.index(("end", 0))] if kind == "start" and x]
-    assert beside in ([], [1]), f"more than the probe started beside the first task: {events}"
+    probe_beside = ([], [1]) if gil_enabled() else ([],)
+    assert beside in probe_beside, f"more than the probe started beside the first task: {events}"
     assert run.advice is not None
-    assert "two threads ran" in str(run.advice), run.advice
+    # With the GIL, the probe beside the first task says whether the function releases it;
+    # without, the first task runs alone and the scaling probe follows it.
+    assert ("two threads ran" if gil_enabled() else "2 threads ran it") in str(run.advice), run.advice
+    if not gil_enabled():
+        assert "thread_scaling_2" in run.advice.measurements
 
     together = threading.Barrier(2, timeout=1)
 

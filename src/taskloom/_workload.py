@@ -6,6 +6,9 @@ are kept):
 * wall time and CPU time of the calling thread per task -> the share of time spent waiting;
 * for CPU-bound tasks, two threads running two tasks at once -> does the function release the GIL
   (numpy, hashlib, zlib do)? ``thread_speedup`` is 1.0 when it does not, 2.0 when it fully does;
+* on a free-threaded interpreter (no GIL), tasks on 2 and on N threads at once, against the
+  single-thread time -> do threads *scale* on this work? ``scaling[k]`` is the measured speed-up
+  of k threads (below 1 when they contend for shared objects: no GIL does not mean parallel);
 * pickled size of items and results, and the parent's cost to pickle an item and unpickle a result
   (the parent is a serial stage on the process backend).
 
@@ -14,7 +17,8 @@ The cost model, per mode, for ``n`` remaining tasks of ``t`` seconds each on ``c
     sequential   T = n·t
     threads      T = n·t / P_thr + n·o_thr           P_thr = min(workers, n) when waiting (I/O),
                                                      1 + f·(min(workers, c) - 1) when computing,
-                                                     f = thread_speedup - 1 (GIL-release fraction)
+                                                     f = thread_speedup - 1 (GIL-release fraction);
+                                                     without a GIL: the measured scaling[k]
     processes    T = S + max(n·(t + p_w) / min(c, n), n·(p_parent + b / B)) + n·o_proc / c
     async        coroutine functions only: n·t / min(workers, n)
 
@@ -29,7 +33,9 @@ reason threads win over processes unless processes are ``THREADS_OVER_PROCESSES`
 Workers: CPU-bound work gets the usable CPUs. Blocking I/O gets enough threads to keep the CPU
 busy while tasks wait (Little's law: concurrency = wait time / CPU time per task, times the CPUs),
 at least the guide's ``min(32, cpus + 4)``, at most ``MAX_IO_THREADS``. On a free-threaded
-interpreter (no GIL), CPU-bound work goes to threads. Inside a taskloom worker process nothing
+interpreter (no GIL), CPU-bound work goes to threads only when the probe saw them scale: threads
+that contend for shared objects (a shared dict, reference counts of shared objects) can run
+slower together than one alone, and then processes win. Inside a taskloom worker process nothing
 chooses processes (no pool of pools).
 """
 
@@ -71,7 +77,9 @@ AUTO_BUDGET = 0.05  # seconds of sample tasks mode="auto" runs in the caller's t
 SAMPLE_MAX = 64  # sample tasks at most
 CPU_BOUND_RATIO = 0.5  # CPU time / wall time above which a task is CPU-bound
 OVERLAP_AFTER = 0.005  # seconds a first sample task must have waited before others start beside it
-PROBE_MIN_TASK = 100e-6  # seconds: shorter tasks are not probed for parallel threads
+PROBE_MIN_TASK = 100e-6  # seconds: shorter tasks are not probed for parallel threads (with a GIL)
+SCALING_TAKE = 0.5e-3  # seconds of work a scaling-probe thread takes from the input at once (tiny tasks)
+SCALES = 1.2  # without a GIL, N threads must run this much faster than one to count as scaling
 MIN_GAIN = 1.25  # a concurrent mode must be this much faster than sequential to be chosen
 THREADS_OVER_PROCESSES = 1.1  # threads win unless processes are modelled this much faster
 MAX_IO_THREADS = 256  # ThreadPoolExecutor(200) is what users reach for on many slow fetches
@@ -130,6 +138,8 @@ class Sample:
     cpu: float = 0.0  # computing, or waiting for a CPU while runnable: what is not I/O
     compute: float | None = None  # computing only (None: as cpu): what sizes a pool of I/O threads
     thread_speedup: float | None = None
+    #: without a GIL: threads -> how much faster that many threads ran the work than one (measured)
+    scaling: dict[int, float] = field(default_factory=dict)
     item_bytes: float = 0.0
     result_bytes: float = 0.0
     parent_pickle: float = 0.0  # seconds per task: pickle item + unpickle result
@@ -385,14 +395,17 @@ def _timed_call(fn: Callable[[Any], Any], item: Any, runqueue: bool = True) -> _
 
 
 def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, total: int | None = None,
-               overlap: int = 0) -> Sample:
+               overlap: int = 0, free_threaded: bool | None = None) -> Sample:
     """Run items from ``source`` here, within ``budget`` seconds, and measure them.
 
     Sample tasks run one at a time, so a short job is sampled lightly: at most a quarter of each
     CPU's share of ``total`` (the rest keeps its chance to run in parallel). With ``overlap``,
     up to that many more tasks start on threads while the first one runs, if it only waits
-    (see ``_Overlap``).
+    (see ``_Overlap``). Without a GIL (``free_threaded``, default: this interpreter's state),
+    CPU-bound work is then run on 2 and N threads at once to see whether threads scale
+    (``_measure_scaling``) instead of the GIL probe.
     """
+    free = (not gil_enabled()) if free_threaded is None else free_threaded
     s = Sample()
     queued = _runqueue_seconds()
     limit = SAMPLE_MAX if total is None else min(SAMPLE_MAX, max(1, total // (4 * usable_cpus())))
@@ -404,7 +417,11 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
         except StopIteration:
             s.exhausted = True
             break
-        watch = _Overlap.start(fn, source, overlap, probe=usable_cpus() > 1) if s.timed == 0 else None
+        # Without a GIL the first task runs alone: its time is the single-thread time that the
+        # scaling probe compares with (two tasks beside each other would tell their CPU time, not
+        # whether they slowed each other down).
+        watch = (_Overlap.start(fn, source, overlap, probe=usable_cpus() > 1 and not free)
+                 if s.timed == 0 else None)
         try:
             done = _timed_call(fn, item, runqueue=False)
         except BaseException:
@@ -442,6 +459,11 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
     # Time this thread waited for a CPU while it ran the tasks above is busy time, not waiting.
     s.cpu = min(s.wall, s.cpu + _runqueue_seconds() - queued)
     if s.failed:
+        return s
+    if free:
+        if s.timed and s.cpu_ratio >= CPU_BOUND_RATIO and not s.exhausted and usable_cpus() > 1:
+            _measure_scaling(fn, source, s, budget, total=total)
+        _measure_pickling(s)
         return s
     # A busy machine can only make threads look less parallel than they are, so the largest
     # of a few readings is the best one; as many as the budget allows, up to four.
@@ -501,6 +523,134 @@ def _measure_threads(fn: Callable[[Any], Any], source: Iterator[Any], s: Sample)
         s.thread_speedup = max(s.thread_speedup or 1.0, min(2.0, sum(cpu) / wall))
         return True
     return False
+
+
+def _measure_scaling(fn: Callable[[Any], Any], source: Iterator[Any], s: Sample, budget: float,
+                     cpus: int | None = None, total: int | None = None) -> None:
+    """Without a GIL: run tasks on 2 threads at once, then on one per CPU, against the single-thread time.
+
+    Each probe's threads take tasks from the input until about their share of the time left in
+    ``budget`` has passed (each takes at least one, so the first probe runs even past the budget,
+    as the GIL probe does: its tasks are real work, run in parallel, kept). ``s.scaling[k]`` is
+    the work the k threads did, in single-thread seconds, per second: 1.9 when two threads ran
+    it 1.9x as fast as one, 0.5 when they slowed each other down to half. The N-thread probe is
+    skipped when two threads did not scale, or when its tasks would not fit in the budget. Of a
+    job of known length, a probe runs at most a quarter of what is left (one task per thread at
+    least): the rest keeps its chance to run on the engine chosen.
+    """
+    cpus = usable_cpus() if cpus is None else cpus
+    counts = [2] if cpus <= 2 else [2, cpus]
+    started = time.perf_counter()
+    spent = s.wall
+    for k in counts:
+        left = budget - spent - (time.perf_counter() - started)
+        if k != counts[0] and (left < 2 * s.per_task or s.scaling.get(counts[0], 0.0) < SCALES):
+            break
+        most = None if total is None else max(k, (total - s.n) // 4)
+        speedup = _scaling_probe(fn, source, s, k, max(0.0, left / (len(counts) - counts.index(k))), most)
+        if speedup is None:
+            break
+        s.scaling[k] = speedup
+
+
+def _scaling_probe(fn: Callable[[Any], Any], source: Iterator[Any], s: Sample, threads: int,
+                   window: float, most: int | None = None) -> float | None:
+    """Run tasks from ``source`` on ``threads`` threads at once for about ``window`` seconds.
+
+    Returns the work done, in single-thread seconds (``s.per_task`` each task), over the time
+    the threads took to do it, from their start to the last one's end: 2.0 when two threads ran
+    two tasks in the time one takes, 1.0 when they took turns. None when a task raised or none
+    ran. The tasks join ``s.head`` in input order; at most ``most`` run.
+
+    Each thread takes one task, then twice as many each time while they take under
+    ``SCALING_TAKE`` seconds (tiny tasks many at a time, and a task that turns out long is not
+    taken by the thousand), and keeps its results to itself until the end: neither the shared
+    input nor a shared list of results may become what is measured (without a GIL, objects that
+    threads share are what slows them).
+    """
+    single = s.per_task
+    if single <= 0:
+        return None
+    lock = threading.Lock()
+    taken = [0]  # items handed out so far: the next chunk's place in input order
+    chunks: list[list[tuple[int, Head]]] = [[] for _ in range(threads)]
+    ends = [0.0] * threads
+    errors: list[BaseException] = []
+    exhausted = [False]
+    barrier = threading.Barrier(threads)
+    deadline = [0.0]  # set by the first thread past the barrier: the probe's start + window
+
+    def next_items(first: bool, take: int) -> tuple[int, list[Any]]:
+        with lock:
+            if exhausted[0] or errors or (not first and time.perf_counter() >= deadline[0]):
+                return 0, []
+            if most is not None:
+                take = min(take, max(0, most - taken[0]))
+            items: list[Any] = []
+            for _ in range(take):
+                try:
+                    items.append(next(source))
+                except StopIteration:
+                    exhausted[0] = True
+                    break
+                except BaseException as exc:  # the input raised: the caller re-raises it
+                    errors.append(exc)
+                    break
+            at = taken[0]
+            taken[0] += len(items)
+            return at, items
+
+    def run(index: int) -> None:
+        try:
+            barrier.wait()
+        except threading.BrokenBarrierError:  # pragma: no cover - another probe thread failed to start
+            return
+        with lock:
+            if not deadline[0]:
+                deadline[0] = time.perf_counter() + window
+        mine = chunks[index]
+        take = 1
+        try:
+            while True:
+                at, items = next_items(not mine, take)
+                if not items:
+                    break
+                out: Head = []
+                mine.append((at, out))
+                started = time.perf_counter()
+                for item in items:
+                    timed = _timed_call(fn, item, runqueue=False)
+                    out.append((item, timed.value, timed.error, timed.wall))
+                each = (time.perf_counter() - started) / len(items)
+                take = max(1, min(2 * take, 4096, int(SCALING_TAKE / each) if each > 0 else 2 * take))
+        except BaseException as exc:  # SystemExit in a task: the caller raises it, as if it ran there
+            with lock:
+                errors.append(exc)
+        ends[index] = time.perf_counter()
+
+    # Daemon threads, as the sample's own: after Ctrl-C in the caller they do not hold up the exit.
+    workers = [threading.Thread(target=run, args=(i,), name="taskloom-auto-scaling", daemon=True)
+               for i in range(threads)]
+    started: list[threading.Thread] = []
+    try:
+        for t in workers:
+            t.start()
+            started.append(t)
+    except BaseException:
+        barrier.abort()  # those started do not wait for the others
+        raise
+    finally:
+        for t in started:
+            t.join()
+    if errors:
+        raise errors[0]
+    ran = [task for _, out in sorted((c for mine in chunks for c in mine), key=lambda c: c[0]) for task in out]
+    s.head.extend(ran)
+    s.exhausted = s.exhausted or exhausted[0]
+    if not ran or any(task[2] is not None for task in ran):
+        return None
+    took = max(ends) - (deadline[0] - window)
+    return len(ran) * single / took if took > 0 else None
 
 
 def known_size(x: Any) -> int | None:
@@ -596,6 +746,8 @@ def decide(
     }
     if s.thread_speedup is not None:
         measured["thread_speedup"] = s.thread_speedup
+    scaling = s.scaling if free_threaded else {}
+    measured.update({f"thread_scaling_{k}": x for k, x in sorted(scaling.items())})
     lead = ((f"The first task only waited, so {s.overlapped} more started beside it on threads while it ran.",)
             if s.overlapped else ())
     if s.failed:
@@ -604,10 +756,15 @@ def decide(
         ), {}, measured)
 
     io_bound = ratio < CPU_BOUND_RATIO
-    gil_fraction = 1.0 if free_threaded else max(0.0, (s.thread_speedup or 1.0) - 1.0)
     thr_workers = io_workers(s, cpus) if io_bound else cpus
-    par_thr = min(thr_workers, n) if io_bound else 1 + gil_fraction * (min(thr_workers, cpus) - 1)
-    costs = {"sequential": n * t, "threads": n * t / max(par_thr, 1) + n * o["thread_task"]}
+    if io_bound:
+        par_thr = float(max(1, min(thr_workers, n)))
+    elif scaling:  # no GIL, measured: threads may even be slower than one (contention)
+        par_thr = scaled(scaling, min(thr_workers, cpus))
+    else:  # with a GIL: what the two-thread probe saw of its release; unmeasured: serial
+        gil_fraction = max(0.0, (s.thread_speedup or 1.0) - 1.0)
+        par_thr = 1 + gil_fraction * (min(thr_workers, cpus) - 1)
+    costs = {"sequential": n * t, "threads": n * t / par_thr + n * o["thread_task"]}
     proc_note = None
     if nested:
         proc_note = "already inside a taskloom worker process: a nested map does not start a pool of pools"
@@ -638,6 +795,8 @@ def decide(
                        f"{MIN_GAIN}x worth the extra machinery.")
         best = "sequential"
     if best == "sequential":
+        if scaling and not io_bound:
+            reasons.append(f"This interpreter runs without the GIL: {_scaling_text(scaling)} (measured).")
         if n == 0 and s.overlapped:  # the whole job ran during the sample, on threads: say so
             reasons.append("The sample ran every task: nothing is left to run.")
             return Advice("threads", s.overlapped + 1, "auto", tuple(reasons), speedups, measured)
@@ -651,14 +810,25 @@ def decide(
         if io_bound:
             reasons.append(f"Waiting releases the GIL, so threads overlap the waits without pickling anything; "
                            f"{thr_workers} threads keep {cpus} CPU(s) busy (wait/CPU ratio, Little's law).")
-        elif free_threaded:
-            reasons.append("This interpreter runs without the GIL, so threads compute in parallel.")
+        elif scaling:
+            reasons.append(f"This interpreter runs without the GIL, and {_scaling_text(scaling)} (measured), so "
+                           "threads compute in parallel without pickling.")
         else:
             reasons.append(f"The function releases the GIL (two threads ran {s.thread_speedup or 1:.2f}x as fast "
                            "as one), so threads compute in parallel without pickling.")
         if proc_note and not io_bound:
             reasons.append(f"Processes were not considered: {proc_note}.")
         return Advice("threads", thr_workers, "auto", tuple(reasons), speedups, measured)
+    if scaling:
+        reasons.append(f"This interpreter runs without the GIL, but threads do not scale on this work: "
+                       f"{_scaling_text(scaling)} (measured; threads that share objects contend for them), so "
+                       f"{cpus} worker processes run it in parallel (model: {speedups['processes']:.1f}x).")
+        return Advice("processes", cpus, "auto", tuple(reasons), speedups, measured)
+    if free_threaded:
+        measured_gil = "not measured on this interpreter without the GIL, so not counted on"
+        reasons.append(f"Threads were not measured in parallel on this work ({measured_gil}), so {cpus} worker "
+                       f"processes run it in parallel (model: {speedups['processes']:.1f}x).")
+        return Advice("processes", cpus, "auto", tuple(reasons), speedups, measured)
     if s.thread_speedup is not None:
         measured_gil = f"two threads ran {s.thread_speedup:.2f}x as fast as one"
     elif s.per_task < PROBE_MIN_TASK:
@@ -668,6 +838,27 @@ def decide(
     reasons.append(f"The GIL serialises threads on this work ({measured_gil}), so {cpus} worker processes "
                    f"run it in parallel (model: {speedups['processes']:.1f}x).")
     return Advice("processes", cpus, "auto", tuple(reasons), speedups, measured)
+
+
+def scaled(scaling: dict[int, float], threads: int) -> float:
+    """The speed-up of ``threads`` threads, from the measured ``scaling`` (threads -> speed-up).
+
+    Between measured counts (and 1 thread = 1.0), linear. Beyond the largest, the same gain per
+    extra thread when it helped; when threads slowed each other down, no better than measured.
+    """
+    points = sorted({1: 1.0, **scaling}.items())
+    for (k0, x0), (k1, x1) in itertools.pairwise(points):
+        if threads <= k1:
+            return max(0.01, x0 + (x1 - x0) * (threads - k0) / (k1 - k0))
+    top, x = points[-1]
+    if threads <= top or x <= 1.0 or top <= 1:
+        return max(0.01, x)
+    return 1.0 + (x - 1.0) * (threads - 1) / (top - 1)
+
+
+def _scaling_text(scaling: dict[int, float]) -> str:
+    parts = [f"{k} threads ran it {x:.2f}x as fast as one" for k, x in sorted(scaling.items())]
+    return ", ".join(parts)
 
 
 def decide_coroutine(workers: int | None) -> Advice:
@@ -774,8 +965,9 @@ def _recall(fn: Any, kind: tuple[type, int]) -> Sample | None:
 def _remember(fn: Any, kind: tuple[type, int], s: Sample) -> None:
     if s.failed or not s.timed:
         return
-    if s.thread_speedup is None and s.cpu_ratio >= CPU_BOUND_RATIO and s.per_task >= PROBE_MIN_TASK:
-        return  # a short job skipped the GIL probe: its choice was a guess, not worth repeating
+    if s.thread_speedup is None and not s.scaling and s.cpu_ratio >= CPU_BOUND_RATIO and (
+            s.per_task >= PROBE_MIN_TASK or not gil_enabled()):
+        return  # a short job skipped the probe of parallel threads: its choice was a guess, not worth repeating
     with contextlib.suppress(TypeError), _remembered_lock:
         # Without the items and results (a 40 MB array is not kept alive by a memo).
         head: Head = [(None, None, None, wall) for _, _, _, wall in s.head]
