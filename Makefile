@@ -3,6 +3,7 @@
 #   make setup      create .venv (if missing) and install '.[all,dev]' (only when pyproject.toml changed)
 #   make test       lint -> typecheck -> docs -> pytest with branch coverage -> smoke on Python 3.10 / 3.13
 #   make test-load  the tests that start processes, threads or clocks, twice, with every CPU busy
+#   make test-ft    the suite's core on a free-threaded CPython 3.13t (built once into build/), GIL off
 #   make bench      quick benchmark run, writes bench.html
 #   make docs       build the documentation site into site/ (mkdocs build --strict); open site/index.html
 #   make lint       ruff check
@@ -170,6 +171,34 @@ test-load: setup
 		echo "=== test-load: round $$round of $(LOAD_ROUNDS), $$cpus busy processes beside the tests"
 		$(VENV_PY) -m pytest -q $(LOAD_TESTS)
 	done
+
+# The suite's core on a free-threaded CPython ("3.13t", no GIL): the interpreter is built once from
+# Debian's source package into FT_DIR (scripts/build_free_threaded_python.sh; later runs reuse it),
+# with a venv of its own holding taskloom[shared] and the test tools (--prefer-binary: the newest
+# numpy with a free-threaded wheel, not a 10-minute build of the newest sdist; hypothesis 6.100.0,
+# the last that installs without Rust). PYTHON_GIL=0 keeps the GIL off even if an extension
+# module asks for it, the check below says so, and TASKLOOM_EXPECT_GIL=0 makes
+# tests/test_free_threaded.py fail if anything turned it back on during the run.
+FT_DIR ?= build/free-threaded
+FT_VENV := $(FT_DIR)/venv
+FT_TESTS ?= tests/test_free_threaded.py tests/test_behaviour.py tests/test_engine_seam.py tests/test_imap.py \
+	tests/test_processes.py tests/test_run_scheduler.py tests/test_run_delivery.py tests/test_run_failures.py \
+	tests/test_run_policy.py tests/test_async_engine.py tests/faults tests/test_executor.py \
+	tests/test_sync.py tests/test_testing.py tests/test_shared.py tests/test_workload.py
+.PHONY: test-ft
+test-ft:
+	scripts/build_free_threaded_python.sh $(FT_DIR)
+	[[ -x $(FT_VENV)/bin/python ]] || $(FT_DIR)/python/bin/python3.13t -m venv $(FT_VENV)
+	if [[ pyproject.toml -nt $(FT_VENV)/.installed ]]; then
+		$(FT_VENV)/bin/python -m pip install -q --prefer-binary -e '.[shared]' \
+			pytest pytest-timeout hypothesis==6.100.0 threadpoolctl
+		touch $(FT_VENV)/.installed
+	fi
+	export PYTHON_GIL=0 TASKLOOM_EXPECT_GIL=0
+	$(FT_VENV)/bin/python -c 'import sys, sysconfig, numpy, psutil, cloudpickle, taskloom; \
+		assert sysconfig.get_config_var("Py_GIL_DISABLED") == 1, "not a free-threaded build"; \
+		assert not sys._is_gil_enabled(), "the GIL is on"; print("free-threaded, GIL off:", sys.version)'
+	$(FT_VENV)/bin/python -m pytest -q -m "not dask" -p no:cacheprovider $(FT_TESTS)
 
 # ---------------------------------------------------------------------------
 # Other
