@@ -9,6 +9,7 @@ makes their races and their leaks likely instead of rare.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import queue
 import sys
@@ -300,3 +301,51 @@ def test_auto_measures_threads_in_parallel_here_and_never_picks_them_for_seriali
     key = "thread_speedup" if _system.gil_enabled() else "thread_scaling_2"
     assert key in advice.measurements, advice
     assert advice.mode == "processes", advice
+
+
+# -- what the command line says of this interpreter ----------------------------------------------------------
+def test_taskloom_info_measures_thread_scaling(capsys: pytest.CaptureFixture[str]) -> None:
+    from taskloom._cli import main
+
+    assert main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    if not TWO_CPUS:
+        assert info["thread_scaling"] == {}
+        return
+    assert "2" in info["thread_scaling"], info["thread_scaling"]
+    assert set(info["thread_scaling"]) <= {"2", str(len(os.sched_getaffinity(0)))}
+    assert main(["info"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("Threads (measured):"))
+    assert "2 threads ran pure-Python work" in row
+    assert ("the GIL lets one run at a time" in row) is _system.gil_enabled()
+
+
+def test_taskloom_advise_names_the_interpreter(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from taskloom._cli import main
+
+    sample = tmp_path / "sample.txt"
+    sample.write_text("\n".join(["1"] * 20) + "\n")
+    assert main(["advise", "tests.cli_tasks:spin", str(sample), "--budget", "0.2"]) == 0
+    out = capsys.readouterr().out
+    expected = "GIL on" if _system.gil_enabled() else "free-threaded, GIL off"
+    assert any(line.startswith("interpreter:") and expected in line for line in out.splitlines()), out
+
+
+def test_the_bench_verdict_does_not_blame_a_gil_that_is_not_there(monkeypatch: pytest.MonkeyPatch) -> None:
+    from taskloom._bench import _runner
+    from taskloom._bench._runner import ModeResult, _score
+    from taskloom._bench._workloads import get_workload
+
+    def results(threads: float) -> list[ModeResult]:
+        return [ModeResult("sequential", "sequential", 1, [1.0]), ModeResult("threads", "threads", 2, [threads]),
+                ModeResult("processes", "processes", 2, [0.55])]
+
+    monkeypatch.setattr(_runner, "gil_enabled", lambda: True)
+    assert "threads 1.0x - the GIL" in _score(get_workload("cpu"), results(1.0), cpus=2)
+    monkeypatch.setattr(_runner, "gil_enabled", lambda: False)
+    scaled_up = _score(get_workload("cpu"), results(0.52), cpus=2)
+    assert scaled_up.startswith("cpu (CPU-bound pure Python): threads, 1.9x on 2 CPUs - no GIL: 2 threads compute "
+                                "in parallel;"), scaled_up
+    contended = _score(get_workload("cpu"), results(1.4), cpus=2)
+    assert "threads 0.7x - no GIL, yet 2 threads did not run faster than one" in contended
+    assert "the GIL" not in contended

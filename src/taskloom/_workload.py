@@ -861,6 +861,28 @@ def _scaling_text(scaling: dict[int, float]) -> str:
     return ", ".join(parts)
 
 
+def _reference_task(n: int) -> int:
+    """Pure-Python computing that shares nothing between threads: what ``thread_scaling`` runs."""
+    return sum(i * i for i in range(n))
+
+
+def thread_scaling(budget: float = 0.3) -> dict[int, float]:
+    """How much faster 2 threads (and one per CPU) run pure-Python CPU work here than one, measured.
+
+    The probe ``mode="auto"`` runs without a GIL (``_measure_scaling``), run on a reference task
+    whatever the interpreter: about 1.0 with the GIL, up to the thread count without it when the
+    CPUs are free. Empty on a single usable CPU. ``taskloom info`` shows it.
+    """
+    if usable_cpus() < 2:
+        return {}
+    return dict(run_sample(_reference_task, itertools.repeat(20_000), budget, free_threaded=True).scaling)
+
+
+def scaling_text(scaling: dict[int, float]) -> str:
+    """``{2: 1.9}`` as words: "2 threads ran it 1.90x as fast as one"."""
+    return _scaling_text(scaling)
+
+
 def decide_coroutine(workers: int | None) -> Advice:
     cap = workers or ASYNC_DEFAULT_WORKERS
     return Advice("async", cap, 1, (

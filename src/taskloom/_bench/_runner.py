@@ -31,7 +31,7 @@ from typing import Any, Protocol
 from .._api import imap
 from .._modes import MODE_NAMES
 from .._run._run import Run
-from .._system import usable_cpus
+from .._system import gil_enabled, usable_cpus
 from ._cpu import cpu_seconds, snapshot
 from ._machine import machine_info
 from ._workloads import Size, Workload
@@ -392,6 +392,8 @@ def _verdict(workload: Workload, results: list[ModeResult], cpus: int) -> str:
         text = f"{head}: sequential - the tasks are too small for a pool to pay for itself {on}"
     else:
         text = f"{head}: {winner.label}, {_times(winner.speedup)} {on}"
+        if winner.mode == "threads" and "GIL" in workload.notes.get("threads", "") and not gil_enabled():
+            text += f" - {_no_gil(winner)}"
     for r in results:
         if r is winner or not r.ok or r.mode == "sequential":
             continue
@@ -399,11 +401,21 @@ def _verdict(workload: Workload, results: list[ModeResult], cpus: int) -> str:
             note = f"chose {r.ran_as}"
         else:
             note = workload.notes.get(r.mode, _MODE_NOTES.get(r.mode, "")).replace("{workers}", str(r.workers))
+            if r.mode == "threads" and "GIL" in note and not gil_enabled():
+                note = _no_gil(r)  # a free-threaded interpreter: the note's GIL is not there
         text += f"; {r.mode} {_times(r.speedup)}" + (f" - {note}" if note else "")
     failed = [r.mode for r in results if r.error]
     if failed:
         text += f"; FAILED: {', '.join(failed)}"
     return text
+
+
+def _no_gil(r: ModeResult) -> str:
+    """The threads row's note without a GIL: whether its threads really ran in parallel."""
+    threads = f"{r.workers} threads" if r.workers else "its threads"
+    if r.speedup is not None and r.speedup >= 1.2:
+        return f"no GIL: {threads} compute in parallel"
+    return f"no GIL, yet {threads} did not run faster than one (they contend, or the CPUs are busy)"
 
 
 def _score(workload: Workload, results: list[ModeResult], cpus: int) -> str:

@@ -27,7 +27,10 @@ def run_advise(spec: str, sample: str, *, fmt: str | None, limit: int, budget: f
         json.dump(dataclasses.asdict(advice), sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
-    rows = [("mode", advice.mode), ("workers", str(advice.workers)), ("chunksize", str(advice.chunksize))]
+    from .._system import gil_enabled
+
+    rows = [("mode", advice.mode), ("workers", str(advice.workers)), ("chunksize", str(advice.chunksize)),
+            ("interpreter", "GIL on" if gil_enabled() else "free-threaded, GIL off: thread scaling measured")]
     rows += [(f"speedup on {mode}", f"{x:.2f}x (model)") for mode, x in advice.expected_speedup.items()]
     rows += [(k, f"{v:.4g}") for k, v in advice.measurements.items() if not k.startswith("modelled_")]
     print_rows(f"taskloom advise {spec}", rows)
