@@ -14,6 +14,13 @@ opcodes: every few dozen bytecodes on average, anywhere, including between a rea
 that depends on it. With the same seed, each thread yields at the same places; the operating
 system's scheduling still varies, so a replay usually, not always, fails the same way.
 
+Without a GIL (a free-threaded build, ``PYTHON_GIL=0``) the stress threads really run at once,
+on as many CPUs as there are, and a forced switch is a pause (``time.sleep(0)``) in one of them
+at a seeded place: it no longer hands a lock over, but it still shifts one thread's steps
+against the others' at random places, and the races the GIL made rare (a list edited by two
+threads, a value read outside the lock that guards it) show up on their own. ``make test-ft``
+runs taskloom's own stress tests that way; ``switch_interval`` has no effect there.
+
 Coverage. coverage.py (and debuggers) use the same hook. A stress thread chains to the tracer it
 found installed, forwarding every event but the opcode ones, so coverage keeps measuring the code
 under stress; nothing needs to be configured. With coverage's ``sysmon`` core (Python 3.12+) the
@@ -217,7 +224,8 @@ def stress(
             The seed of a failing repetition, passed back here, replays it first.
         preempt_every: average number of bytecodes between forced thread switches; None turns
             preemption off (only the barrier and the interpreter's own switching remain).
-        switch_interval: if given, ``sys.setswitchinterval`` for the run (restored afterwards).
+        switch_interval: if given, ``sys.setswitchinterval`` for the run (restored afterwards);
+            no effect without a GIL.
         timeout: seconds a repetition may take before it is reported as a deadlock.
 
     Returns:
