@@ -41,6 +41,12 @@ def sleep_long(x: int) -> int:
     return x
 
 
+def sleep_unless_zero(x: int) -> int:
+    if x:
+        time.sleep(3)
+    return x
+
+
 @pytest.fixture
 def no_address(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TASKLOOM_DASK_ADDRESS", raising=False)
@@ -347,3 +353,58 @@ def test_the_embedded_cluster_takes_threads_per_worker(no_address: None) -> None
     assert tl.map(helpers.square, range(10), mode=mode) == [x * x for x in range(10)]
     [conn] = _dask._connections.values()
     assert set(conn.client.nthreads().values()) == {3}
+
+
+def where_or_fail(x: int) -> str:
+    """The worker's address (distributed.get_worker() must work in a parcel's threads too); 7 fails."""
+    from distributed import get_worker
+
+    if x == 7:
+        raise ValueError("seven is right out")
+    time.sleep(0.05)
+    return str(get_worker().address)
+
+
+def test_io_parcels_keep_each_items_outcome_and_its_worker(dask_cluster: str, no_address: None) -> None:
+    outcomes = tl.map(where_or_fail, range(24), mode=tl.Dask(address=dask_cluster), workers=8, chunksize=1,
+                      on_error="collect")
+    assert [o.index for o in outcomes] == list(range(24))
+    [failed] = [o for o in outcomes if not o.ok]
+    assert failed.index == 7
+    assert "seven is right out" in str(failed.error)
+    assert {o.value for o in outcomes if o.ok} <= set(_workers(dask_cluster))
+
+
+def _workers(address: str) -> list[str]:
+    from distributed import Client
+
+    with Client(address, set_as_default=False) as client:
+        return list(client.nthreads())
+
+
+def test_io_parcels_time_out_on_time_and_stop_when_left(dask_cluster: str, no_address: None) -> None:
+    mode = tl.Dask(address=dask_cluster)
+    t0 = time.monotonic()
+    outcomes = tl.map(sleep_long, [1, 2, 3, 4], mode=mode, workers=4, timeout=0.5, on_error="collect")
+    assert all(isinstance(o.error, tl.TaskTimeout) for o in outcomes)
+    assert time.monotonic() - t0 < 2.5  # before the 3 s tasks would have ended (generous bound)
+    t0 = time.monotonic()
+    with tl.imap(sleep_unless_zero, range(8), mode=mode, workers=8, chunksize=1) as run:
+        assert next(iter(run)) == 0  # leave after the first: the rest is cancelled, not waited for
+    assert time.monotonic() - t0 < 2.5
+
+
+def test_two_io_runs_at_once_share_the_backend_each_with_its_own_results(dask_cluster: str,
+                                                                          no_address: None) -> None:
+    mode = tl.Dask(address=dask_cluster)
+    results: dict[str, list[int]] = {}
+
+    def run(name: str, fn: object) -> None:
+        results[name] = tl.map(fn, range(40), mode=mode, workers=8, chunksize=1)  # type: ignore[call-overload]
+
+    threads = [threading.Thread(target=run, args=(n, f)) for n, f in (("square", slow_square), ("abs", abs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        helpers.join(t, "a run on Dask")
+    assert results == {"square": [x * x for x in range(40)], "abs": list(range(40))}

@@ -24,6 +24,7 @@ scheduler's address: the run fails at once instead of waiting for futures that w
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import importlib
 import logging
 import os
@@ -52,17 +53,9 @@ def _shared_array_type() -> Any:
     return getattr(shared, "SharedArray", None)
 
 
-def _run_batch(fn: Any, items: list[Any], per_item_timing: bool, leave_pool: bool = False) -> tuple[Any, ...]:
-    """Runs on a Dask worker: the same loop as every other backend, errors made portable.
-
-    ``leave_pool``: the run wants more batches at once than the cluster has threads (I/O): this one
-    leaves the worker's thread pool first (``distributed.secede``), so the worker starts its next.
-    """
+def _run_batch(fn: Any, items: list[Any], per_item_timing: bool) -> tuple[Any, ...]:
+    """Runs on a Dask worker: the same loop as every other backend, errors made portable."""
     from ._worker import _portable_exception
-
-    if leave_pool:
-        distributed: Any = importlib.import_module("distributed")
-        distributed.secede()
 
     values, errors, durations, elapsed = run_items(fn, items, per_item_timing=per_item_timing)
     portable = None
@@ -77,7 +70,27 @@ def _run_batch(fn: Any, items: list[Any], per_item_timing: bool, leave_pool: boo
     return values, portable, durations, elapsed, where
 
 
-_SPREAD = True
+def _run_parcel(fn: Any, parcel: list[list[Any]], per_item_timing: bool) -> list[tuple[Any, ...] | None]:
+    """Runs on a Dask worker: several batches of a run that wants more at once than the cluster has
+    threads (I/O), each on a thread of its own, after leaving the worker's thread pool
+    (``distributed.secede``: the worker starts its next task at once). One result per batch, in order."""
+    distributed: Any = importlib.import_module("distributed")
+    distributed.secede()
+    results: list[tuple[Any, ...] | None] = [None] * len(parcel)
+
+    def run(i: int) -> None:
+        results[i] = _run_batch(fn, parcel[i], per_item_timing)
+
+    # A copy of this context each: the task's own (distributed.get_worker() works in every thread).
+    threads = [threading.Thread(target=contextvars.copy_context().run, args=(run, i), daemon=True,
+                                name=f"taskloom-dask-{i}") for i in range(1, len(parcel))]
+    for thread in threads:
+        thread.start()
+    run(0)
+    for thread in threads:
+        thread.join()
+    return results
+
 
 #: the reason Dask's client gives the futures it cancels when it loses the scheduler
 _SCHEDULER_LOST = "scheduler-connection-lost"
@@ -117,9 +130,6 @@ class _Connection:
         scheduler = getattr(self.client, "scheduler", None)
         #: the scheduler's address, for errors
         self.where: str = str(getattr(scheduler, "address", None) or address or "the Dask scheduler")
-
-    def threads(self) -> int:
-        return max(1, int(sum(self.client.nthreads().values())))
 
     def lost(self) -> str | None:
         """Why this client cannot take work now; None while it is connected."""
@@ -192,47 +202,50 @@ _registry.join("after_pools", close_all)  # a run or Executor may have connected
 
 
 class DaskBackend(Backend):
+    r"""One Dask task per batch; a run with ``workers`` above the cluster's thread count (I/O) sends
+    its batches in parcels instead: one Dask task per worker for each burst of batches, each batch
+    on a thread of its own there (``_run_parcel``). Results come back through one gatherer thread.
+
+    ::
+
+        run --submit--> [_scatter] --client.submit--> Dask ---> _done (Dask's callback thread)
+              \--> _pending --> sender thread: parcels --/          |
+                                                       gatherer thread: client.gather(all finished)
+                                                                     --> Done / Lost --> run's sink
+    """
+
     name = "dask"
     prefetch = 2
 
     def __init__(self, config: Dask, workers: int | None) -> None:
         self._config = config
         self._conn = _connection(config)
-        threads = self._conn.threads()
+        nthreads = self._conn.client.nthreads()
+        threads = max(1, int(sum(nthreads.values())))
         self.workers = workers or threads
-        # More batches at once than the cluster has threads (I/O, ``workers=32``): each leaves its
-        # worker's thread pool, and the run keeps exactly ``workers`` in flight, all running.
-        self._leave_pool = workers is not None and workers > threads
-        self._spread: dict[str, Any] = {}
-        if self._leave_pool:
+        # More batches at once than the cluster has threads (I/O, ``workers=32``): each runs on a
+        # thread of its own outside the workers' pools, and the run keeps exactly ``workers`` in
+        # flight, all running.
+        self._parcels = workers is not None and workers > threads
+        self._hosts = max(1, len(nthreads))  # worker processes: parcels per burst
+        if self._parcels:
             self.prefetch = 1
-            self._spread_over_workers()
         self._lock = threading.Lock()
         # Per run: numpy arguments scattered once (id -> (array, future)); the run's Job is the key.
         self._scattered_per_run: weakref.WeakKeyDictionary[Job, dict[int, tuple[Any, Any]]] = (
             weakref.WeakKeyDictionary())
-        self._futures: dict[int, Any] = {}
-        self._finished: list[tuple[Batch, Any]] = []  # finished futures whose results are not fetched yet
-        self._gathering = False  # a gatherer thread is fetching them
+        self._futures: dict[int, Any] = {}  # batch id -> the future running it (a parcel's, for several)
+        self._members: dict[Any, list[Batch]] = {}  # a future's key -> the batches it runs, in order
+        self._pending: list[tuple[Batch, list[Any]]] = []  # batches for the sender thread to parcel
+        self._sending = False  # the sender thread is running
+        self._finished: list[Any] = []  # finished futures whose results are not fetched yet
+        self._gathering = False  # the gatherer thread is running
 
     def prepare(self, job: Job) -> None:
         """A warm backend whose client gave up on a lost scheduler connects afresh for the new run
         (raising ``ConnectionError`` naming the address if the scheduler is still away)."""
         if self._conn.closed():
             self._conn = _connection(self._config)
-        if self._leave_pool:
-            self._spread_over_workers()
-
-    def _spread_over_workers(self) -> None:
-        """Batches that leave the thread pool go to a worker when submitted, not queued by the scheduler.
-
-        Dask queues a large group of tasks without dependencies on the scheduler and hands a worker
-        its next one only when a thread of it frees up: here, one round trip per batch, when the batch
-        before it left the pool. A loose restriction to the workers there are (any other may run it
-        too) takes the tasks out of that queue: the worker starts the next itself.
-        """
-        if _SPREAD:
-            self._spread = {"workers": list(self._conn.client.nthreads()), "allow_other_workers": True}
 
     def submit(self, batch: Batch) -> None:
         conn = self._conn
@@ -242,22 +255,67 @@ class DaskBackend(Backend):
             return
         try:
             items = self._scatter(batch)
-            future = conn.client.submit(_run_batch, batch.job.fn, items, batch.per_item_timing, self._leave_pool,
-                                        pure=False, **self._spread)
+            if not self._parcels:
+                self._send([batch], [items])
         except Exception:
             lost = conn.lost()
             if lost is None:
                 raise
             batch.sink.put(Lost(batch.id, "broken", lost))  # the scheduler went away while we scattered
             return
-        with self._lock:
-            self._futures[batch.id] = future
         if batch.timed:  # Dask tells no start time: the deadline runs from submission
             batch.sink.put(Started(batch.id, time.monotonic(), "dask"))
-        future.add_done_callback(lambda f: self._done(batch, f))
+        if self._parcels:
+            with self._lock:
+                self._pending.append((batch, items))
+                if self._sending:
+                    return
+                self._sending = True
+            threading.Thread(target=self._send_parcels, name="taskloom-dask-send", daemon=True).start()
+
+    def _send(self, batches: list[Batch], items: list[list[Any]]) -> None:
+        """One Dask task for ``batches``: the batch itself, or a parcel of them."""
+        conn = self._conn
+        job, timing = batches[0].job, batches[0].per_item_timing
+        if self._parcels:
+            future = conn.client.submit(_run_parcel, job.fn, items, timing, pure=False)
+        else:
+            future = conn.client.submit(_run_batch, job.fn, items[0], timing, pure=False)
+        with self._lock:
+            for batch in batches:
+                self._futures[batch.id] = future
+            self._members[future.key] = batches
+        future.add_done_callback(self._done)
         lost = conn.lost()
         if lost is not None:  # lost just now: the client may have cancelled its futures before this one
-            self._report(batch, Lost(batch.id, "broken", lost))
+            for batch in batches:
+                self._report(batch, Lost(batch.id, "broken", lost))
+
+    def _send_parcels(self) -> None:
+        """The sender thread: whatever batches wait go out, a burst of them as one parcel per worker
+        (32 single-batch tasks, each started when the one before left the worker's pool, cost ~2 ms
+        each on a worker; two parcels of 16 start at once)."""
+        while True:
+            with self._lock:
+                pending, self._pending = [(b, i) for b, i in self._pending if not b.cancelled], []
+                if not pending:
+                    self._sending = False
+                    return
+            runs: dict[tuple[int, bool], list[tuple[Batch, list[Any]]]] = {}
+            for batch, items in pending:  # a parcel holds batches of one run (one function)
+                runs.setdefault((batch.job.id, batch.per_item_timing), []).append((batch, items))
+            for burst in runs.values():
+                n = min(len(burst), self._hosts)
+                for k in range(n):
+                    part = burst[k * len(burst) // n:(k + 1) * len(burst) // n]
+                    try:
+                        self._send([b for b, _ in part], [i for _, i in part])
+                    except Exception as exc:  # nothing of it was submitted
+                        lost = self._conn.lost()
+                        for batch, _ in part:
+                            batch.sink.put(Lost(batch.id, "broken", lost) if lost is not None else
+                                           Lost(batch.id, "item" if len(batch.items) == 1 else "split",
+                                                f"could not be sent to Dask: {type(exc).__name__}: {exc}"))
 
     def _report(self, batch: Batch, event: Lost | Done) -> None:
         """Send the batch's one final event, unless it was sent (or the batch cancelled) already."""
@@ -311,55 +369,73 @@ class DaskBackend(Backend):
 
         return [swap(x) for x in batch.items]
 
-    def _done(self, batch: Batch, future: Any) -> None:
+    def _done(self, future: Any) -> None:
         """Dask's callback thread: a future ended. A finished one's result is fetched by the
         gatherer, with every other finished one waiting (one round trip for them all: fetching
         each here, one after the other, cost ~3 ms a batch on loopback)."""
         finished = future.status == "finished"
         with self._lock:
-            if batch.id not in self._futures:
+            batches = self._members.get(future.key, [])
+            if not any(self._futures.get(b.id) is future for b in batches):
+                self._members.pop(future.key, None)
                 return  # reported already (the scheduler was lost), or cancelled
             if finished:
-                self._finished.append((batch, future))
+                self._finished.append(future)
                 if self._gathering:
                     return
                 self._gathering = True
         if finished:
             threading.Thread(target=self._gather, name="taskloom-dask-gather", daemon=True).start()
         else:
-            self._report(batch, self._outcome(batch, future))
+            self._deliver(future, None)
 
     def _gather(self) -> None:
-        """Fetch the results of finished futures, all that are waiting at once, until none is left."""
+        """The gatherer thread: fetch the results of the finished futures, all that wait at once,
+        until none is left."""
         while True:
             with self._lock:
-                pairs, self._finished = [(b, f) for b, f in self._finished if not b.cancelled], []
-                if not pairs:
+                futures, self._finished = self._finished, []
+                if not futures:
                     self._gathering = False
                     return
             try:
-                results = self._conn.client.gather([f for _, f in pairs])
+                results = self._conn.client.gather(futures)
             except Exception:  # one of them went wrong on the way: each on its own, to know which
-                results = None
-            for i, (batch, future) in enumerate(pairs):
-                event = self._outcome(batch, future) if results is None else self._result(batch, results[i])
-                self._report(batch, event)
+                results = [None] * len(futures)
+            for future, result in zip(futures, results, strict=True):
+                self._deliver(future, result)
+
+    def _deliver(self, future: Any, result: Any) -> None:
+        """Report each batch of an ended future: from its fetched ``result``, or (None) from the future."""
+        with self._lock:
+            batches = self._members.pop(future.key, [])
+        for pos, batch in enumerate(batches):
+            if batch.id not in self._futures:
+                continue
+            if result is None:
+                event = self._outcome(batch, future, pos)
+            else:
+                event = self._result(batch, result[pos] if self._parcels else result)
+            self._report(batch, event)
 
     @staticmethod
-    def _result(batch: Batch, result: tuple[Any, ...]) -> Done:
+    def _result(batch: Batch, result: tuple[Any, ...] | None) -> Done | Lost:
+        if result is None:  # its thread in the parcel died without a result (a BaseException)
+            return Lost(batch.id, "item" if len(batch.items) == 1 else "split", "the batch ended on the Dask "
+                                                                                  "worker without a result")
         values, errs, durations, elapsed, where = result
         errors = {pos: ItemError(exc, tb, True) for pos, (exc, tb) in errs.items()} if errs else None
         return Done(batch.id, values, errors, durations, elapsed, where)
 
-    def _outcome(self, batch: Batch, future: Any) -> Lost | Done:
-        """What an ended future means for its batch."""
+    def _outcome(self, batch: Batch, future: Any, pos: int) -> Lost | Done:
+        """What an ended future means for its batch (the ``pos``-th of a parcel)."""
         status = future.status
         if status == "finished":
             try:
                 result = future.result()
             except Exception as gather_error:  # the result was lost on its way back
                 return self._lost_on_the_way(batch, gather_error)
-            return self._result(batch, result)
+            return self._result(batch, result[pos] if self._parcels else result)
         if status == "cancelled":
             cancelled = getattr(getattr(future, "_state", None), "exception", None)
             lost = self._conn.lost()
@@ -387,10 +463,17 @@ class DaskBackend(Backend):
     def cancel(self, batches: list[Batch]) -> None:
         super().cancel(batches)
         with self._lock:
-            futures = [self._futures.pop(b.id) for b in batches if b.id in self._futures]
-        if futures and self._conn.lost() is None:  # (a client without its scheduler cancelled them all)
+            futures = {}
+            for batch in batches:
+                future = self._futures.pop(batch.id, None)
+                if future is not None:
+                    futures[future.key] = future
+            # A parcel's task goes only when none of its batches is wanted any more.
+            doomed = [f for key, f in futures.items()
+                      if not any(b.id in self._futures for b in self._members.get(key, []))]
+        if doomed and self._conn.lost() is None:  # (a client without its scheduler cancelled them all)
             with contextlib.suppress(Exception):  # the scheduler went away just now
-                self._conn.client.cancel(futures)
+                self._conn.client.cancel(doomed)
 
     def close(self) -> None:
         close_all()
