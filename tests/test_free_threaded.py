@@ -275,6 +275,26 @@ def test_the_scaling_probe_passes_errors_on() -> None:
         _scaling_probe(lambda x: x, broken_input(), Sample(head=[(1, 1, None, 1e-3)], timed=1, wall=1e-3), 2, 0.0)
 
 
+def test_the_scaling_probe_stops_at_once_when_threads_run_far_slower_than_one() -> None:
+    # On 3.13t, tasks updating a dict another thread filled ran ~150x slower on a thread than in
+    # the caller's: the probe must not spend its whole window (here 10 s) at that pace. These
+    # tasks take 1 ms in the caller's thread and 30 ms on any other.
+    caller = threading.get_ident()
+
+    def slower_elsewhere(x: int) -> int:
+        threading.Event().wait(0.001 if threading.get_ident() == caller else 0.03)
+        return x
+
+    s = Sample(head=[(0, 0, None, 0.001)], timed=1, wall=0.001, cpu=0.001)
+    items = iter(range(1, 10**6))
+    speedup = _scaling_probe(slower_elsewhere, items, s, 2, 10.0)
+    assert speedup is not None
+    assert speedup < 1, speedup
+    assert len(s.head) <= 1 + 2 * 2, f"the probe ran {len(s.head) - 1} tasks at 30x the pace of one"
+    assert [h[0] for h in s.head] == list(range(len(s.head)))
+    assert next(items) == len(s.head), "an item was taken and lost"
+
+
 def test_the_n_thread_probe_is_skipped_when_two_threads_do_not_scale() -> None:
     per_task = 0.01
     s = Sample(head=[(per_task, per_task, None, per_task)], timed=1, wall=per_task, cpu=per_task)

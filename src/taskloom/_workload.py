@@ -456,6 +456,8 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
                 break  # it waits: more tasks one at a time would only delay the parallel run
         if error is not None:
             break
+        if free and done.wall >= OVERLAP_AFTER and done.busy >= CPU_BOUND_RATIO * done.wall:
+            break  # no GIL: one computing task this long is the single-thread time; the probe runs them 2 at once
     # Time this thread waited for a CPU while it ran the tasks above is busy time, not waiting.
     s.cpu = min(s.wall, s.cpu + _runqueue_seconds() - queued)
     if s.failed:
@@ -562,7 +564,10 @@ def _scaling_probe(fn: Callable[[Any], Any], source: Iterator[Any], s: Sample, t
     two tasks in the time one takes, 1.0 when they took turns. None when a task raised or none
     ran. The tasks join ``s.head`` in input order; at most ``most`` run.
 
-    Each thread takes one task, then twice as many each time while they take under
+    The probe ends early once a thread ran its tasks ``threads`` times slower than one thread
+    alone (on 3.13t, tasks updating a dict shared between threads ran 150x slower on any thread
+    but the one that filled it): they cannot beat one thread, and more would run more of the job
+    at that pace. Each thread takes one task, then twice as many each time while they take under
     ``SCALING_TAKE`` seconds (tiny tasks many at a time, and a task that turns out long is not
     taken by the thousand), and keeps its results to itself until the end: neither the shared
     input nor a shared list of results may become what is measured (without a GIL, objects that
@@ -573,6 +578,7 @@ def _scaling_probe(fn: Callable[[Any], Any], source: Iterator[Any], s: Sample, t
         return None
     lock = threading.Lock()
     taken = [0]  # items handed out so far: the next chunk's place in input order
+    hopeless = [False]  # a thread ran its tasks slower than one thread alone would run them all
     chunks: list[list[tuple[int, Head]]] = [[] for _ in range(threads)]
     ends = [0.0] * threads
     errors: list[BaseException] = []
@@ -582,7 +588,7 @@ def _scaling_probe(fn: Callable[[Any], Any], source: Iterator[Any], s: Sample, t
 
     def next_items(first: bool, take: int) -> tuple[int, list[Any]]:
         with lock:
-            if exhausted[0] or errors or (not first and time.perf_counter() >= deadline[0]):
+            if exhausted[0] or errors or (not first and (hopeless[0] or time.perf_counter() >= deadline[0])):
                 return 0, []
             if most is not None:
                 take = min(take, max(0, most - taken[0]))
@@ -622,6 +628,10 @@ def _scaling_probe(fn: Callable[[Any], Any], source: Iterator[Any], s: Sample, t
                     timed = _timed_call(fn, item, runqueue=False)
                     out.append((item, timed.value, timed.error, timed.wall))
                 each = (time.perf_counter() - started) / len(items)
+                if each > threads * single:
+                    # Slower here than `threads` times a task alone: together they cannot beat one
+                    # thread. Enough is known; more would only run more of the job at this pace.
+                    hopeless[0] = True
                 take = max(1, min(2 * take, 4096, int(SCALING_TAKE / each) if each > 0 else 2 * take))
         except BaseException as exc:  # SystemExit in a task: the caller raises it, as if it ran there
             with lock:
@@ -828,6 +838,11 @@ def decide(
         measured_gil = "not measured on this interpreter without the GIL, so not counted on"
         reasons.append(f"Threads were not measured in parallel on this work ({measured_gil}), so {cpus} worker "
                        f"processes run it in parallel (model: {speedups['processes']:.1f}x).")
+        return Advice("processes", cpus, "auto", tuple(reasons), speedups, measured)
+    if s.thread_speedup is not None and s.thread_speedup >= MIN_GAIN:
+        reasons.append(f"Threads help only in part (two threads ran it {s.thread_speedup:.2f}x as fast as one: it "
+                       f"holds the GIL part of the time), and {cpus} worker processes run it faster "
+                       f"(model: {speedups['processes']:.1f}x).")
         return Advice("processes", cpus, "auto", tuple(reasons), speedups, measured)
     if s.thread_speedup is not None:
         measured_gil = f"two threads ran {s.thread_speedup:.2f}x as fast as one"
