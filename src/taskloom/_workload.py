@@ -140,6 +140,7 @@ class Sample:
     thread_speedup: float | None = None
     #: without a GIL: threads -> how much faster that many threads ran the work than one (measured)
     scaling: dict[int, float] = field(default_factory=dict)
+    loop_wall: float = 0.0  # the sequential tasks' wall time with the sampling loop's own costs
     item_bytes: float = 0.0
     result_bytes: float = 0.0
     parent_pickle: float = 0.0  # seconds per task: pickle item + unpickle result
@@ -422,6 +423,7 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
         # whether they slowed each other down).
         watch = (_Overlap.start(fn, source, overlap, probe=usable_cpus() > 1 and not free)
                  if s.timed == 0 else None)
+        called = time.perf_counter()
         try:
             done = _timed_call(fn, item, runqueue=False)
         except BaseException:
@@ -434,6 +436,7 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
         s.cpu += done.busy
         s.compute = (s.compute or 0.0) + done.compute
         s.head.append((item, done.value, error, done.wall))
+        s.loop_wall += time.perf_counter() - called  # what a task costs the scaling probe's loop too
         if watch is not None:
             more = watch.finish()
             s.head.extend(more)
@@ -559,9 +562,11 @@ def _scaling_probe(fn: Callable[[Any], Any], source: Iterator[Any], s: Sample, t
                    window: float, most: int | None = None) -> float | None:
     """Run tasks from ``source`` on ``threads`` threads at once for about ``window`` seconds.
 
-    Returns the work done, in single-thread seconds (``s.per_task`` each task), over the time
-    the threads took to do it, from their start to the last one's end: 2.0 when two threads ran
-    two tasks in the time one takes, 1.0 when they took turns. None when a task raised or none
+    Returns the work done, in single-thread seconds (each task: what one took in the sequential
+    sample's loop, its timing included, as here), over the time the threads took to do it, from
+    their start together to the last one's end: 2.0 when two threads ran two tasks in the time
+    one takes, 1.0 when they took turns (a lock, a GIL), 0.01 when they ran 200x slower. At most
+    ``threads`` (more means uneven items, not faster threads). None when a task raised or none
     ran. The tasks join ``s.head`` in input order; at most ``most`` run.
 
     The probe ends early once a thread ran its tasks ``threads`` times slower than one thread
@@ -573,7 +578,7 @@ def _scaling_probe(fn: Callable[[Any], Any], source: Iterator[Any], s: Sample, t
     input nor a shared list of results may become what is measured (without a GIL, objects that
     threads share are what slows them).
     """
-    single = s.per_task
+    single = s.loop_wall / s.timed if s.loop_wall and s.timed else s.per_task
     if single <= 0:
         return None
     lock = threading.Lock()
@@ -627,8 +632,9 @@ def _scaling_probe(fn: Callable[[Any], Any], source: Iterator[Any], s: Sample, t
                 for item in items:
                     timed = _timed_call(fn, item, runqueue=False)
                     out.append((item, timed.value, timed.error, timed.wall))
-                each = (time.perf_counter() - started) / len(items)
-                if each > threads * single:
+                spent = time.perf_counter() - started
+                each = spent / len(items)
+                if spent >= SCALING_TAKE / 2 and each > threads * single:
                     # Slower here than `threads` times a task alone: together they cannot beat one
                     # thread. Enough is known; more would only run more of the job at this pace.
                     hopeless[0] = True
@@ -660,7 +666,9 @@ def _scaling_probe(fn: Callable[[Any], Any], source: Iterator[Any], s: Sample, t
     if not ran or any(task[2] is not None for task in ran):
         return None
     took = max(ends) - (deadline[0] - window)
-    return len(ran) * single / took if took > 0 else None
+    # No more than `threads` times faster: above it, the probe's items were shorter than those
+    # that set the single-thread time (uneven tasks), not the threads faster than possible.
+    return min(float(threads), len(ran) * single / took) if took > 0 else None
 
 
 def known_size(x: Any) -> int | None:
