@@ -195,7 +195,8 @@ def test_advise_sleeping_task_is_threads() -> None:
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="parallel CPU work needs two CPUs")
-def test_advise_pure_python_loop_is_processes_with_the_gil_and_measured_without() -> None:
+def test_advise_pure_python_loop_is_processes() -> None:
+    # With the GIL: processes. Without it: threads when they scale here, processes when not, measured.
     advice = tl.advise(pure_python, [300_000] * 8, budget=1.0, total=200)
     if gil_enabled():
         assert advice.mode == "processes", advice
