@@ -558,19 +558,26 @@ def test_an_operation_racing_close_says_closed_and_touches_no_closed_descriptor(
     from taskloom.testing import stress
 
     counters: list[tl.Counter] = []
-    roles = iter(range(10**9))
+    # A role per thread: the first to ask owns. A counter under a lock, not next() on a shared
+    # iterator: on 3.13t two threads can both get the same value from one range iterator.
+    roles = [0]
+    roles_lock = threading.Lock()
+
+    def first() -> bool:
+        with roles_lock:
+            roles[0] += 1
+            return roles[0] == 1
     surprises: list[BaseException] = []
 
     def setup() -> None:
-        nonlocal roles
         for c in counters:
             c.close()
         counters[:] = [tl.Counter()]
-        roles = iter(range(10**9))
+        roles[0] = 0
 
     def body() -> None:
         counter = counters[0]
-        if next(roles) == 0:
+        if first():
             counter.add()
             counter.close()
             return

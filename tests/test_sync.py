@@ -610,17 +610,26 @@ def test_a_lock_released_by_another_thread_removes_only_its_own_hold() -> None:
         signal_lock = threading.Lock()
         own = [threading.Lock() for _ in range(3)]
     rounds = 30
-    roles = iter(range(10**9))
+    # A role per thread: the first to ask owns. A counter under a lock, not next() on a shared
+    # iterator: on 3.13t two threads can both get the same value from one range iterator.
+    roles = [0]
+    roles_lock = threading.Lock()
+
+    def first() -> bool:
+        with roles_lock:
+            roles[0] += 1
+            return roles[0] == 1
+
     taken = threading.Semaphore(0)
     holds: list[list[Any]] = []
 
     def reset() -> None:
-        nonlocal roles, taken
-        roles, taken = iter(range(10**9)), threading.Semaphore(0)
+        nonlocal taken
+        roles[0], taken = 0, threading.Semaphore(0)
         holds.clear()
 
     def body() -> None:
-        if next(roles) == 0:  # the owner
+        if first():  # the owner
             holds.append(_sync._my_holds())
             for _ in range(rounds):
                 assert signal_lock.acquire(True, 10), "the releaser never released the signal lock"
