@@ -100,3 +100,9 @@ def meet(args: tuple[str, int]) -> tuple[bool, str]:
             return False, me
         time.sleep(0.01)
     return True, me
+
+
+def run_chunk_wrapped(fn: Any, chunk: list[Any]) -> tuple[list[Any]]:
+    """``run_chunk`` with its results in a 1-tuple: distributed serializes a list (or tuple) a task
+    returns item by item (12,500 ints: ~0.35 s), a list inside a tuple as one object."""
+    return ([fn(x) for x in chunk],)
