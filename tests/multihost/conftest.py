@@ -1,7 +1,8 @@
 """Fixtures of the multi-host tests: the bed's network (once a session) and clusters on it.
 
-* ``network``: three hosts (namespaces on a bridge, or loopback with a one-line notice); removed at
-  the end of the session, and the session fails if a namespace or link of it is still there.
+* ``network``: three hosts (namespaces on a bridge, or loopback with a one-line notice), made once for
+  the tests of this folder and removed after the last of them, which fails if a namespace or link of
+  it is still there.
 * ``cluster``: a fresh ``dask scheduler`` + two ``dask worker`` on it, for one test (faults break it);
   ``make_cluster(**options)`` for one with other settings. At teardown taskloom's clients close
   first, then every program is stopped, and the test fails if any process of the bed is left.
@@ -34,13 +35,13 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(notice)
 
 
-#: the session's network, once made (its namespaces are no test's leftovers)
+#: the folder's network, while it exists (its namespaces are no test's leftovers)
 _SESSION: list[Network] = []
 #: why the bed runs on loopback, if it does
 _NOTICES: list[str] = []
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def network() -> Iterator[Network]:
     net = Network.create(force_loopback=bool(os.environ.get("TASKLOOM_HOSTS_LOOPBACK")))
     if net.notice:

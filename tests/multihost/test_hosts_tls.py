@@ -8,6 +8,7 @@ client with no certificate, a certificate of another CA, the CA alone, or plain 
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -46,12 +47,18 @@ def _refused(mode: tl.Dask, address: str) -> str:
     return str(info.value)
 
 
+def _io_loops() -> int:
+    """Event-loop threads of Dask clients in this process."""
+    return sum(1 for t in threading.enumerate() if t.name == "IO loop")
+
+
 def test_a_client_without_the_certificate_is_refused(tls_cluster: Cluster, certificates: Certificates,
                                                      tmp_path: Path) -> None:
     from distributed.security import Security
 
     address = tls_cluster.address
     scheduler_log = tls_cluster.started[0].log
+    loops_before = _io_loops()
 
     def handshakes_failed() -> int:
         return scheduler_log.read_text(errors="replace").count("TLS handshake failed")
@@ -68,6 +75,10 @@ def test_a_client_without_the_certificate_is_refused(tls_cluster: Cluster, certi
     plain = address.replace("tls://", "tcp://")
     _refused(tl.Dask(address=plain), plain)
     assert poll_until(lambda: handshakes_failed() >= before + 2, 10.0), tls_cluster.log_tail()
+    # A refused client leaves no event loop behind (distributed's half-built Client would keep one,
+    # and stop it whenever it is collected: in the middle of another client's start, it made that
+    # start fail after 10 s).
+    assert poll_until(lambda: _io_loops() <= loops_before, 10.0)
     # And the cluster is still there for those who have the certificate.
     assert tl.map(tasks.tiny, range(5), mode=tl.Dask(address=address, security=certificates.security())) == [
         0, 1, 4, 9, 16]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import gc
 import importlib
 import logging
 import os
@@ -163,13 +164,48 @@ def _connect(distributed: Any, address: str, security: Any) -> Any:
     try:
         return distributed.Client(address, security=security, set_as_default=False)
     except (OSError, TypeError, ValueError) as exc:
-        hint = ""
-        if address.startswith("tls://") and security is None:
-            hint = (" (a tls:// scheduler needs certificates: taskloom.Dask(address=..., "
-                    "security=distributed.security.Security(tls_ca_file=..., tls_client_cert=..., "
-                    "tls_client_key=..., require_encryption=True)))")
-        raise ConnectionError(f"could not connect to the Dask scheduler at {address}: {type(exc).__name__}: "
-                              f"{exc}{hint}") from exc
+        _stop_half_built(exc, distributed.Client)
+        failure = _without_frames(exc)
+    # The half-built Client was held by the traceback's frames: collected now, here. Collected later,
+    # at random, its __del__ could run in the thread starting another client's event loop and wait
+    # for the lock distributed holds meanwhile: that start failed after 10 s (an AssertionError).
+    gc.collect()
+    hint = ""
+    if address.startswith("tls://") and security is None:
+        hint = (" (a tls:// scheduler needs certificates: taskloom.Dask(address=..., "
+                "security=distributed.security.Security(tls_ca_file=..., tls_client_cert=..., "
+                "tls_client_key=..., require_encryption=True)))")
+    raise ConnectionError(f"could not connect to the Dask scheduler at {address}: {type(failure).__name__}: "
+                          f"{failure}{hint}") from failure
+
+
+def _stop_half_built(exc: BaseException, client_type: Any) -> None:
+    """Stop the event-loop thread of the Client whose constructor raised ``exc``: distributed leaves
+    it running (one thread and three file descriptors per failed connection)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        client: Any = tb.tb_frame.f_locals.get("self")
+        if isinstance(client, client_type):
+            with contextlib.suppress(Exception):
+                client._loop_runner.stop()
+            client.status = "closed"  # and its __del__ has nothing left to close (it would use the stopped loop)
+            return
+        tb = tb.tb_next
+
+
+def _without_frames(exc: BaseException) -> BaseException:
+    """``exc`` and the exceptions it was raised from, their tracebacks (and the objects their frames
+    hold) let go."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        e.__traceback__ = None
+        todo += [e.__cause__, e.__context__]
+    return exc
 
 
 _connections: dict[Any, _Connection] = {}
