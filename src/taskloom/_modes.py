@@ -385,9 +385,9 @@ class Dask(Mode):
             times) or dropped it; default 0, as Dask already runs again a task whose worker died.
 
     Without ``workers``, a run keeps twice the cluster's thread count of batches in flight. With
-    ``workers`` above the cluster's thread count (I/O: ``workers=32``), up to ``workers`` batches
-    run at once: each leaves its worker's thread pool (``distributed.secede``), as a thread pool of
-    that size would run them.
+    ``workers`` above the cluster's thread count (I/O: ``workers=32``), ``workers`` batches run at
+    once, as a thread pool of that size would run them: each on a thread of its own, outside the
+    workers' thread pools (``distributed.secede``).
 
     Raises:
         ValueError: ``threads_per_worker`` below 1 or given with ``address`` or ``client``, or a
