@@ -21,10 +21,10 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ._errors import TaskError
 from ._outcome import Outcome
 
 if TYPE_CHECKING:
-    from ._errors import TaskError
     from ._pipeline_flow import Execution, StageFailure
     from ._run._journal import Journal, Record
 
@@ -96,10 +96,9 @@ class PipelineJournal:
 
     def failing(self, error: BaseException) -> None:
         """The pipeline stops on ``error``: record it against its source item, if it names one."""
-        index = getattr(error, "index", None)
-        if isinstance(index, int) and error is not None:
+        if isinstance(error, TaskError) and isinstance(error.index, int):  # a stage's or a step's failure
             self._current, self._outputs = None, []
-            self.journal.ended(index, None, error=error)  # type: ignore[arg-type]
+            self.journal.ended(error.index, None, error=error)
         self.journal.flush()
 
     def _reach_unordered(self, ex: Execution) -> Iterator[Any]:

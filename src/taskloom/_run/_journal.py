@@ -135,7 +135,6 @@ class Journal:
         self._extra = extra
         self.events: collections.deque[tuple[int, Any, Record | None]] = collections.deque()
         self.last_index = -1  # the input position of the item ``filter`` gave last
-        self.torn = False  # the last line was torn (cut off when the journal was opened)
         self._keys: dict[int, Any] = {}  # live items: input position -> key (key= only)
         self._seen: dict[str, int] = {}  # key= only: canonical key -> the input position that had it
         self._lines: list[str] = []
@@ -179,7 +178,6 @@ class Journal:
             return {}
         good = data.rfind(b"\n") + 1  # the whole lines
         if good < len(data):  # no newline at the end: torn by a kill; that item runs again
-            self.torn = True
             os.truncate(self.path, good)
         lines = data[:good].split(b"\n")[:-1]
         if not lines:

@@ -16,11 +16,12 @@ from .._options import Options
 from .._pools import get_backend
 from .._progress import make_listener
 from .._workload import MAX_IO_THREADS, Reconsider, choose
-from ._journal import Journal
 from ._run import Run
 
 if TYPE_CHECKING:
     import asyncio  # not at run time: a first map on threads does not pay for asyncio
+
+    from ._journal import Journal  # imported by a run that has one (json, pickle, base64: ~4 ms)
 
 
 class CallerLoop(NamedTuple):
@@ -57,6 +58,8 @@ def open_run(fn: Any, items: Iterable[Any], options: Options, *, name: str | Non
     label = name or fn_name(fn)
     journal = None
     if options.journal is not None:  # before auto's sampling: only items the journal lacks run, or are sampled
+        from ._journal import Journal
+
         journal = Journal(options.journal, name=label, key=options.key, rerun_failed=options.rerun_failed,
                           serializer=options.serializer, **(journal_options or {}))
         source = journal.filter(source)
