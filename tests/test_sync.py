@@ -647,3 +647,50 @@ def test_a_lock_released_by_another_thread_removes_only_its_own_hold() -> None:
         assert [[h.lock.name for h in mine] for mine in holds] == [[]], "a hold outlived its release"
 
     stress(body, threads=2, repeat=40, setup=reset, check=no_hold_left, preempt_every=8, timeout=30)
+
+
+def test_a_hold_is_removed_by_identity_whatever_the_owner_removed_meanwhile() -> None:
+    # The interleaving the stress test above looks for, made to happen: the owner looks for the
+    # hold of the lock it releases, and before it removes it, another thread's release of a plain
+    # lock the owner held removes that hold, shifting the list.
+    signal, first, second = (_sync._TrackedLock(name) for name in ("signal", "first", "second"))
+    holds = [_sync._Hold(lock, "here") for lock in (signal, first, second)]
+
+    class ShiftedMeanwhile(list):  # type: ignore[type-arg]
+        shifted = False
+
+        def copy(self) -> list[Any]:
+            looked = super().copy()
+            if not self.shifted:
+                self.shifted = True
+                self.pop(0)  # the other thread's release of `signal` lands now
+            return looked
+
+    mine = ShiftedMeanwhile(holds)
+    _sync._forget_hold(mine, second)
+    assert [h.lock.name for h in mine] == ["first"], "the wrong hold was removed"
+    _sync._forget_hold(mine, signal)  # gone already: nothing else is removed, nothing raised
+    assert [h.lock.name for h in mine] == ["first"]
+
+
+def test_the_thread_that_finds_a_cycle_takes_it_out_of_the_graph() -> None:
+    # Two threads (made-up idents) each hold one lock and wait for the other's. The first to look
+    # finds the cycle, and must leave the graph in the same step: the other, waking from its wait
+    # slice while the first is still writing its report, then finds no cycle. (It found one too
+    # on a busy 3.13t: two DeadlockErrors for one deadlock, tests/test_sync.py's guide pair.)
+    a, b = -101, -102
+    lock_a, lock_b = _sync._TrackedLock("held by a"), _sync._TrackedLock("held by b")
+    lock_a._owner, lock_b._owner = a, b
+    try:
+        with _sync._graph:
+            _sync._waiting[a] = _sync._Wait(lock_b, 0.0)
+            _sync._waiting[b] = _sync._Wait(lock_a, 0.0)
+            cycle = _sync._breaks_cycle(b, lock_a)
+            assert cycle is not None
+            assert [ident for ident, _ in cycle] == [b, a]
+            assert b not in _sync._waiting
+            assert _sync._breaks_cycle(a, lock_b) is None, "the cycle was found twice"
+    finally:
+        with _sync._graph:
+            _sync._waiting.pop(a, None)
+            _sync._waiting.pop(b, None)

@@ -80,6 +80,7 @@ OVERLAP_AFTER = 0.005  # seconds a first sample task must have waited before oth
 PROBE_MIN_TASK = 100e-6  # seconds: shorter tasks are not probed for parallel threads (with a GIL)
 SCALING_TAKE = 0.5e-3  # seconds of work a scaling-probe thread takes from the input at once (tiny tasks)
 SCALES = 1.2  # without a GIL, N threads must run this much faster than one to count as scaling
+HOPELESS = 2  # the scaling probe stops when a thread's tasks run this many times slower than N x one alone
 MIN_GAIN = 1.25  # a concurrent mode must be this much faster than sequential to be chosen
 THREADS_OVER_PROCESSES = 1.1  # threads win unless processes are modelled this much faster
 MAX_IO_THREADS = 256  # ThreadPoolExecutor(200) is what users reach for on many slow fetches
@@ -141,6 +142,7 @@ class Sample:
     #: without a GIL: threads -> how much faster that many threads ran the work than one (measured)
     scaling: dict[int, float] = field(default_factory=dict)
     loop_wall: float = 0.0  # the sequential tasks' wall time with the sampling loop's own costs
+    loop_queued: float = 0.0  # of which the caller's thread spent waiting for a CPU (a busy machine)
     item_bytes: float = 0.0
     result_bytes: float = 0.0
     parent_pickle: float = 0.0  # seconds per task: pickle item + unpickle result
@@ -462,7 +464,8 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
         if free and done.wall >= OVERLAP_AFTER and done.busy >= CPU_BOUND_RATIO * done.wall:
             break  # no GIL: one computing task this long is the single-thread time; the probe runs them 2 at once
     # Time this thread waited for a CPU while it ran the tasks above is busy time, not waiting.
-    s.cpu = min(s.wall, s.cpu + _runqueue_seconds() - queued)
+    s.loop_queued = _runqueue_seconds() - queued
+    s.cpu = min(s.wall, s.cpu + s.loop_queued)
     if s.failed:
         return s
     if free:
@@ -564,13 +567,14 @@ def _scaling_probe(fn: Callable[[Any], Any], source: Iterator[Any], s: Sample, t
 
     Returns the work done, in single-thread seconds (each task: what one took in the sequential
     sample's loop, its timing included, as here), over the time the threads took to do it, from
-    their start together to the last one's end: 2.0 when two threads ran two tasks in the time
+    their start together to the last one's end, less the time each waited for a CPU (Linux
+    schedstat: other processes' load is not the threads' contention): 2.0 when two threads ran two tasks in the time
     one takes, 1.0 when they took turns (a lock, a GIL), 0.01 when they ran 200x slower. At most
     ``threads`` (more means uneven items, not faster threads). None when a task raised or none
     ran. The tasks join ``s.head`` in input order; at most ``most`` run.
 
-    The probe ends early once a thread ran its tasks ``threads`` times slower than one thread
-    alone (on 3.13t, tasks updating a dict shared between threads ran 150x slower on any thread
+    The probe ends early once a thread ran its tasks ``HOPELESS x threads`` times slower than one
+    thread alone (on 3.13t, tasks updating a dict shared between threads ran 150x slower on any thread
     but the one that filled it): they cannot beat one thread, and more would run more of the job
     at that pace. Each thread takes one task, then twice as many each time while they take under
     ``SCALING_TAKE`` seconds (tiny tasks many at a time, and a task that turns out long is not
@@ -578,7 +582,10 @@ def _scaling_probe(fn: Callable[[Any], Any], source: Iterator[Any], s: Sample, t
     input nor a shared list of results may become what is measured (without a GIL, objects that
     threads share are what slows them).
     """
-    single = s.loop_wall / s.timed if s.loop_wall and s.timed else s.per_task
+    # Time spent runnable but waiting for a CPU counts on neither side, here or in the threads
+    # below: a busy machine slows threads and processes alike, while contention is what matters.
+    single = (max(s.loop_wall - s.loop_queued, 0.5 * s.loop_wall) / s.timed if s.loop_wall and s.timed
+              else s.per_task)
     if single <= 0:
         return None
     lock = threading.Lock()
@@ -612,6 +619,7 @@ def _scaling_probe(fn: Callable[[Any], Any], source: Iterator[Any], s: Sample, t
             return at, items
 
     def run(index: int) -> None:
+        queued = _runqueue_seconds()  # read outside the timed span: /proc costs ~70 us on 3.13t
         try:
             barrier.wait()
         except threading.BrokenBarrierError:  # pragma: no cover - another probe thread failed to start
@@ -634,15 +642,17 @@ def _scaling_probe(fn: Callable[[Any], Any], source: Iterator[Any], s: Sample, t
                     out.append((item, timed.value, timed.error, timed.wall))
                 spent = time.perf_counter() - started
                 each = spent / len(items)
-                if spent >= SCALING_TAKE / 2 and each > threads * single:
-                    # Slower here than `threads` times a task alone: together they cannot beat one
-                    # thread. Enough is known; more would only run more of the job at this pace.
+                if spent >= SCALING_TAKE / 2 and each > HOPELESS * threads * single:
+                    # Far slower here than `threads` times a task alone (not just a busy machine):
+                    # together they cannot beat one thread. Enough is known; more would only run
+                    # more of the job at this pace.
                     hopeless[0] = True
                 take = max(1, min(2 * take, 4096, int(SCALING_TAKE / each) if each > 0 else 2 * take))
         except BaseException as exc:  # SystemExit in a task: the caller raises it, as if it ran there
             with lock:
                 errors.append(exc)
-        ends[index] = time.perf_counter()
+        ended = time.perf_counter()
+        ends[index] = ended - (_runqueue_seconds() - queued)
 
     # Daemon threads, as the sample's own: after Ctrl-C in the caller they do not hold up the exit.
     workers = [threading.Thread(target=run, args=(i,), name="taskloom-auto-scaling", daemon=True)
