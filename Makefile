@@ -185,11 +185,7 @@ FT_TESTS ?= tests/test_free_threaded.py tests/test_behaviour.py tests/test_engin
 	tests/test_processes.py tests/test_run_scheduler.py tests/test_run_delivery.py tests/test_run_failures.py \
 	tests/test_run_policy.py tests/test_async_engine.py tests/faults tests/test_executor.py \
 	tests/test_sync.py tests/test_testing.py tests/test_shared.py tests/test_workload.py
-# Known on 3.13t, not fixed here: Run (_run/_run.py) keeps the list iterator of the block it last
-# handed out while it waits for the next one, and a free-threaded build's exhausted list iterator
-# keeps its list (only the GIL build clears it), so the last block of outcomes outlives its hand-out.
-FT_DESELECT ?= --deselect "tests/test_executor.py::test_a_finished_task_leaves_no_reference_behind[threads]" \
-	--deselect tests/test_executor.py::test_a_result_is_not_kept_once_handed_out
+FT_DESELECT ?=
 .PHONY: test-ft
 test-ft:
 	scripts/build_free_threaded_python.sh $(FT_DIR)

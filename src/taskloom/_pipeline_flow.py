@@ -26,6 +26,7 @@ from ._options import Options
 from ._outcome import Outcome
 from ._pipeline_report import PipelineStatistics, StageStatistics
 from ._run._open import open_run
+from ._run._policy import SIGNAL_SLICE
 from ._run._run import PushSource, Run
 
 if TYPE_CHECKING:
@@ -203,7 +204,7 @@ class Channel:
         """The next entry, waiting for one; raises ``Aborted`` once the channel is aborted."""
         with self._lock:
             while not self._items and not self._aborted:
-                self._not_empty.wait()
+                self._not_empty.wait(SIGNAL_SLICE)  # in slices: a signal's handler runs here (RealClock)
             if self._aborted:
                 raise Aborted
             self._tick()

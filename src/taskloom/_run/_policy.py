@@ -34,17 +34,29 @@ class Clock(Protocol):
         ...
 
 
+SIGNAL_SLICE = 0.25  # seconds: the longest a waiting caller takes to run a signal's Python handler
+
+
 class RealClock:
-    """``time.monotonic`` and a blocking ``get`` on the sink."""
+    """``time.monotonic`` and a blocking ``get`` on the sink, in slices.
+
+    A signal (Ctrl-C, pytest-timeout's SIGALRM) may land on any thread of the process; its Python
+    handler then runs only when the main thread next runs Python code. A thread blocked in one
+    long ``get`` would not, until the run's next event: a hung task held off Ctrl-C for good.
+    """
 
     now = staticmethod(time.monotonic)
 
     @staticmethod
     def wait(sink: queue.SimpleQueue[E], timeout: float | None) -> E | None:
-        try:
-            return sink.get(timeout=timeout)
-        except queue.Empty:
-            return None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = SIGNAL_SLICE if deadline is None else min(SIGNAL_SLICE, deadline - time.monotonic())
+            try:
+                return sink.get(timeout=max(left, 0.0))
+            except queue.Empty:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return None
 
 
 REAL_CLOCK = RealClock()

@@ -51,6 +51,7 @@ __all__ = ["Listener", "PushSource", "Run", "Switch", "Watcher"]
 
 log = logging.getLogger("taskloom")
 T = TypeVar("T")
+_SPENT: Iterator[Any] = iter(())  # the block iterator once its block is handed out
 
 Head = list[tuple[Any, Any, ItemError | None, float]]  # (item, value, error, seconds) run before the start
 
@@ -143,7 +144,7 @@ class Run(Generic[T]):
         try:
             return next(self._current)  # type: ignore[no-any-return]
         except StopIteration:
-            pass
+            self._current = _SPENT  # not kept while the next block is awaited (see _iterate)
         block = self._next_block()
         if block is None:
             raise StopIteration
@@ -285,6 +286,13 @@ class Run(Generic[T]):
                     yield value
                     if self._current is not current:  # cancelled (from any thread): nothing more
                         break
+                else:
+                    # Spent: let the block go before waiting for the next one. A free-threaded
+                    # build's spent list iterator still holds its list (the GIL build's lets go),
+                    # and so every outcome in it, long after it was handed out.
+                    if self._current is current:
+                        self._current = _SPENT
+                current = _SPENT
                 block = self._next_block()
                 if block is None:
                     return
