@@ -198,6 +198,18 @@ class _BoundedRepr(reprlib.Repr):
 
     repr_bytes = repr_bytearray = repr_memoryview = _bytes
 
+    def repr_ndarray(self, x: Any, level: int) -> str:
+        """A numpy array by its first values, shape and dtype: numpy's own repr of a large array
+        formats it whole first (~0.5 ms for 40 MB, taken for each of a run's slowest items)."""
+        try:
+            size, shape, dtype = int(x.size), tuple(x.shape), x.dtype
+        except Exception:  # not numpy's, only named like it
+            return reprlib.Repr.repr_instance(self, x, level)
+        if size <= 6:
+            return repr(x)
+        head = ", ".join(f"{v:.4g}" if isinstance(v, float) else repr(v) for v in x.reshape(-1)[:3].tolist())
+        return f"array([{head}, ...], shape={shape}, dtype={dtype})"
+
 
 _REPR = _BoundedRepr()
 _REPR.maxstring = _REPR.maxother = 120
