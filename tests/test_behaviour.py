@@ -135,6 +135,17 @@ def test_on_error_raise_yields_nothing_past_the_failure(backend: str, tmp_path) 
     assert len(got) <= 7
 
 
+def test_on_error_raise_yields_the_values_before_the_failure_in_its_own_batch(backend: str) -> None:
+    """Items 5 and 6 ran in the batch that fails at 7, before it: an ordered consumer gets them
+    (then TaskError at 7), as it would with batches of one."""
+    run = tl.imap(task_for(backend, helpers.fail_on_seven), range(20), mode=backend, chunksize=5, workers=2)
+    got: list[int] = []
+    with pytest.raises(tl.TaskError) as info:
+        _consume_into(run, got)
+    assert info.value.index == 7
+    assert got == list(range(7))
+
+
 @pytest.mark.smoke
 @pytest.mark.parametrize("chunksize", [1, 5, "auto"])
 def test_on_error_collect(backend: str, chunksize: int | str) -> None:

@@ -98,7 +98,8 @@ def imap(fn: Callable[[T], Any], items: Iterable[T], *, on_error: OnError = "rai
         ValueError, TypeError: a bad argument, before anything runs (also an ``async def`` function
             with a mode other than "async"/"auto", or a plain function with mode="async").
         TaskError: while iterating, with on_error="raise": the first task that failed (the original
-            exception is its ``__cause__``); ``TaskTimeout``, ``WorkerCrashed`` and
+            exception is its ``__cause__``), raised where it stands when ``ordered`` (every value
+            before it is yielded first, none after it); ``TaskTimeout``, ``WorkerCrashed`` and
             ``SerializationError`` are its subclasses.
         SerializationError: the function cannot be sent to worker processes.
         JournalError: ``journal`` is in use by another run, or is not a journal (before anything

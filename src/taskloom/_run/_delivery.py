@@ -35,10 +35,15 @@ class Group:
     durations: list[float] | None = None
     emitted: bool = False  # handed out (or dropped as failed): no longer in the window
     waiting: bool = False  # finished, and counted by Delivery as waiting behind an earlier group
+    #: the first positions that succeeded, when they ended in order (an undercount otherwise): what
+    #: on_error="raise" may still hand out of a group when an item after them fails
+    succeeded_first: int = 0
 
     def succeed(self, pos: int) -> None:
         """The item at ``pos`` ended with the value already in ``values[pos]``."""
         self.remaining -= 1
+        if pos == self.succeeded_first:
+            self.succeeded_first += 1
 
     def fail(self, pos: int, error: TaskError) -> None:
         """The item at ``pos`` ended with ``error``, for good."""
@@ -156,10 +161,14 @@ class Delivery:
         if self.ordered:
             while self._groups and self._groups[0] is not group and self._groups[0].remaining == 0:
                 self._emit(self._groups.popleft())
-            if self._groups and self._groups[0] is group and group.remaining == 0:
-                first_error = min(group.errors)
-                if first_error:
-                    self._ready.append(group.values[:first_error])
+            if self._groups and self._groups[0] is group:
+                # The items before the failed one that have ended: all of them once the group
+                # has, else those that ended in order (the rest of its batch is still to come).
+                before = min(group.errors)
+                if group.remaining:
+                    before = min(before, group.succeeded_first)
+                if before:
+                    self._ready.append(group.values[:before])
         self.halted = True
 
     def _emit(self, group: Group) -> None:
