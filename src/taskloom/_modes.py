@@ -30,6 +30,11 @@ __all__ = ["Async", "Auto", "Dask", "Mode", "ModeLike", "Processes", "Sequential
 
 MODE_NAMES = ("sequential", "threads", "processes", "async", "dask", "auto")
 
+#: Async batches: about this many of a run's coroutines running at once share the bookkeeping of
+#: one batch, and a batch holds at most ``ASYNC_MAX_BATCH`` (see ``Async.batch_size``).
+ASYNC_BATCHES_AT_ONCE = 64
+ASYNC_MAX_BATCH = 32
+
 
 class Mode:
     """The base of every mode object, and the contract an engine keeps with the scheduler.
@@ -45,7 +50,6 @@ class Mode:
         name: the engine's name in statistics, errors and progress ("threads", "processes"...).
         crash_retries: runs again, on a fresh worker, of a task whose worker died (0 where a
             task cannot kill its worker).
-        one_task_per_batch: every batch holds one task (async: the concurrency cap counts tasks).
         timeout_text: what happens to a task past its ``timeout``, for the ``TaskTimeout`` message.
         sees_caller_context: tasks run in a copy of the caller's ``contextvars`` context.
         runs: which callables it accepts: "functions", "coroutines" (``async def``) or "both".
@@ -61,7 +65,6 @@ class Mode:
 
     name: str
     crash_retries: int = 0
-    one_task_per_batch: ClassVar[bool] = False
     timeout_text: ClassVar[str] = "it was abandoned"
     sees_caller_context: ClassVar[bool] = False
     runs: ClassVar[Literal["functions", "coroutines", "both"]] = "functions"
@@ -81,6 +84,10 @@ class Mode:
 
     def open_on_loop(self, loop: asyncio.AbstractEventLoop, loop_thread: int, workers: int) -> Backend | None:
         """A backend on the caller's running event loop (``amap``), or None: use the shared pool."""
+        return None
+
+    def batch_size(self, workers: int, total: int | None, ordered: bool) -> int | None:
+        """The engine's own batch size for ``chunksize="auto"``, or None: sized by measured time (``Chunker``)."""
         return None
 
     def pool_key(self) -> Hashable:
@@ -319,7 +326,6 @@ class Async(Mode):
     loop: str = "asyncio"
     debug: bool = False
     name: Literal["async"] = field(default="async", init=False, repr=False)
-    one_task_per_batch: ClassVar[bool] = True  # coroutines interleave: the cap counts tasks exactly
     timeout_text: ClassVar[str] = "the coroutine was cancelled"
     sees_caller_context: ClassVar[bool] = True
     runs: ClassVar[Literal["functions", "coroutines", "both"]] = "coroutines"
@@ -331,6 +337,24 @@ class Async(Mode):
     def default_workers(self) -> int:
         """The concurrency cap a call gets without ``workers=``: 100 coroutines at once."""
         return ASYNC_DEFAULT_WORKERS
+
+    def batch_size(self, workers: int, total: int | None, ordered: bool) -> int:
+        """A count, not a time: the coroutines of a batch run side by side (each an asyncio task
+        of its own, at most ``workers`` of a run at once) and mostly wait, so a batch's time says
+        nothing of how many it should hold.
+
+        Ordered: about 1/64 of what runs at once (of the whole input, when that is smaller), at
+        most 32: 2,000 at once go as 63 batches, not 2,000 (each costs the run ~5 µs that the GIL
+        serialises with the loop). Items report as they end (``Done.part``), so a failure is acted
+        on at once; a group is handed out when its last item ends, so a straggler holds back at
+        most the 31 results before it in its batch, which input order would mostly hold anyway.
+        Unordered: one coroutine per batch, so each result is handed out as soon as it ends.
+        Under 128 at once (the default cap is 100): one per batch.
+        """
+        if not ordered:
+            return 1
+        at_once = workers if total is None else min(workers, total)
+        return max(1, min(at_once // ASYNC_BATCHES_AT_ONCE, ASYNC_MAX_BATCH))
 
     def open_backend(self, workers: int, depth: int) -> Backend:
         from ._backends._asyncio import AsyncBackend

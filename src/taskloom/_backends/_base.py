@@ -8,6 +8,10 @@ A backend moves a ``Batch`` to where it runs and reports back, through the batch
   (un)pickled as a whole (``split``). The scheduler decides what happens next (split the batch
   into single items, retry, or report ``WorkerCrashed`` / ``SerializationError``).
 
+A ``Done`` may also come in parts (``Done.part``: these positions of the batch ended), the last
+part ending the batch: an engine that runs a batch's items side by side (async) reports each as
+it ends, so a failure is acted on at once and no item waits for a slow sibling to be counted.
+
 When ``batch.timed`` is set it must also send ``Started`` when the batch begins to run, so the
 scheduler can enforce per-task deadlines. Retries, ordering, error policy, deadlines, batching
 and progress all live in the scheduler; a backend knows none of them.
@@ -90,6 +94,11 @@ class Done(NamedTuple):
     durations: list[float] | None  # per item (when per_item_timing), else None
     elapsed: float  # seconds the whole batch ran
     worker: str
+    #: None: the batch's one final event. A list: the positions in the batch that these values,
+    #: errors (keyed by index in ``values``, as always) and durations are for; the batch stays in
+    #: flight until each of its positions came back so, once (a ``Lost`` then stands for the rest).
+    #: An engine whose items end apart (async: each coroutine a task of its own) reports them so.
+    part: list[int] | None = None
 
 
 class Started(NamedTuple):

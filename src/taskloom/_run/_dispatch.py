@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .._backends._base import Backend, Batch, Event, Job, Started
+from .._backends._base import Backend, Batch, Done, Event, Job, Lost, Started
 from ._policy import Timeline, TokenBucket, earliest
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ class Flight:
     group: Group
     positions: list[int] | None  # None: the whole group
     backend: Backend  # where it runs (auto mode may switch engines once during a run)
+    reported: set[int] | None = None  # positions in the batch that came back in parts (``Done.part``)
 
     def all_positions(self) -> list[int] | range:
         """The group's positions the batch holds."""
@@ -73,8 +74,23 @@ class Dispatch:
             if self._timeout is not None:
                 self._deadlines.add(event.at + self._timeout, event.batch_id)
             return None
-        del self._flights[event.batch_id]
-        return flight
+        if flight.reported is None and (isinstance(event, Lost) or event.part is None):
+            del self._flights[event.batch_id]  # the usual case: a batch's one event
+            return flight
+        # A part of the batch (``Done.part``), or the Lost of the rest of one that came in parts:
+        # the flight of just those positions, which the run takes as a batch of its own.
+        held = flight.all_positions()
+        if flight.reported is None:
+            flight.reported = set()
+        reported = flight.reported
+        if isinstance(event, Done) and event.part is not None:
+            indexes = event.part
+        else:
+            indexes = [i for i in range(len(held)) if i not in reported]
+        reported.update(indexes)
+        if len(reported) >= len(held):
+            del self._flights[event.batch_id]
+        return Flight(flight.batch, flight.group, [held[i] for i in indexes], flight.backend)
 
     def overdue(self, now: float) -> Iterator[Flight]:
         """Flights whose deadline passed at ``now``, each no longer in flight (the run aborts them)."""

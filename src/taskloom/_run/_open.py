@@ -91,8 +91,8 @@ def _open(fn: Any, items: Iterable[Any], source: Iterator[Any], options: Options
             watcher = Reconsider(fn, choice.sample, advice, lambda e, w: get_backend(e, w, slot))
     if workers is None:
         workers = engine.default_workers()
-    if engine.one_task_per_batch and options.chunksize is None:
-        options = options.replace(chunksize=1)
+    if options.chunksize is None and (size := engine.batch_size(workers, total, options.ordered)) is not None:
+        options = options.replace(chunksize=size)
     backend = engine.open_on_loop(caller_loop.loop, caller_loop.thread, workers) if caller_loop else None
     if backend is None:
         backend = get_backend(engine, workers, slot)
