@@ -23,7 +23,8 @@ import pytest
 import taskloom as tl
 from taskloom import _system
 from taskloom._backends import _threads
-from taskloom._workload import SCALES, Sample, _measure_scaling, _scaling_probe, decide, forget, scaled
+from taskloom._sampling import SCALES, Sample, _measure_scaling, _scaling_probe
+from taskloom._workload import decide, forget, scaled
 from taskloom.testing import stress
 from tests import free_threaded_tasks as tasks
 from tests.helpers import join, wait_for

@@ -10,8 +10,9 @@ import time
 import pytest
 
 import taskloom as tl
+from taskloom._sampling import MAX_IO_THREADS, Sample
 from taskloom._system import gil_enabled
-from taskloom._workload import ASSUMED_TASKS, MAX_IO_THREADS, Sample, _item_kind, _recall, decide, io_workers
+from taskloom._workload import ASSUMED_TASKS, _item_kind, _recall, decide, io_workers
 
 
 def synthetic(per_task: float, cpu_ratio: float, *, n: int = 4, thread_speedup: float | None = 1.0,
@@ -70,7 +71,7 @@ class Sized:
 def test_items_whose_type_says_their_size_are_not_pickled_to_measure() -> None:
     import numpy as np
 
-    from taskloom._workload import _measure_pickling, known_size
+    from taskloom._sampling import _measure_pickling, known_size
 
     assert known_size(b"x" * 10) == known_size("x" * 10) == 26
     assert known_size(np.zeros(1000)) == 8000 + 128
@@ -89,7 +90,7 @@ def test_few_long_gil_releasing_tasks_are_probed_and_go_to_threads() -> None:
     # 320 MB. The probe runs two of them on two threads at once: numpy releases the GIL.
     import numpy as np
 
-    from taskloom._workload import run_sample
+    from taskloom._sampling import run_sample
 
     arrays = [np.ones(5_000_000) for _ in range(8)]
     s = run_sample(np_sum, iter(arrays), 0.05, total=8)
@@ -98,7 +99,7 @@ def test_few_long_gil_releasing_tasks_are_probed_and_go_to_threads() -> None:
 
 
 def test_tiny_tasks_are_not_probed_on_threads() -> None:
-    from taskloom._workload import run_sample
+    from taskloom._sampling import run_sample
 
     s = run_sample(square, iter(range(1000)), 0.05, total=1000)
     assert s.thread_speedup is None
@@ -360,6 +361,7 @@ def test_the_memo_keeps_no_item_or_result_alive() -> None:
         pass
 
     def keep(x: Big) -> Big:
+        time.sleep(0.002)  # it waits: remembered on any build (CPU work unprobed is not, without a GIL)
         return x
 
     items = [Big() for _ in range(8)]

@@ -23,7 +23,8 @@ def run_info(*, as_json: bool = False) -> int:
     Returns:
         The exit code, 0.
     """
-    from .._workload import SCALES, scaling_text, thread_scaling
+    from .._sampling import SCALES
+    from .._workload import scaling_text, thread_scaling
 
     info = machine_info()
     scaling = thread_scaling()

@@ -15,7 +15,8 @@ from .._callables import fn_name, is_coroutine_function
 from .._options import Options
 from .._pools import get_backend
 from .._progress import make_listener
-from .._workload import MAX_IO_THREADS, Reconsider, choose
+from .._sampling import MAX_IO_THREADS
+from .._workload import Reconsider, choose
 from ._run import Run
 
 if TYPE_CHECKING:
