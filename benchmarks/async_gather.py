@@ -13,7 +13,9 @@ them alike), each with an untimed warm-up run in that interpreter before the tim
 * ``amap``: ``await taskloom.amap(job, range(n), workers=n)`` inside a running loop.
 
 Each interpreter reports the median of its timed repeats; the table shows the median over the
-rounds and the ratio to ``gather``'s median. ``--against DIR`` adds ``map`` and ``amap`` run on
+rounds, its ratio to ``gather``'s median, and the median of the per-round ratios (each contender
+over the ``gather`` of its own round: on a shared machine whose load comes and goes, a paired
+ratio moves less than a ratio of medians). ``--against DIR`` adds ``map`` and ``amap`` run on
 another taskloom source tree (``DIR/taskloom``, e.g. ``git archive HEAD src | tar -x -C /tmp/base``
 then ``--against /tmp/base/src``), interleaved in the same rounds: a before/after in one session.
 ``--child NAME`` runs one interpreter's share.
@@ -122,7 +124,9 @@ def main() -> None:
     for name in names:
         med = statistics.median(per[name])
         spread = f"{min(per[name]) * 1000:.1f}-{max(per[name]) * 1000:.1f}"
-        print(f"  {name:13s} {med * 1000:7.1f} ms  (range {spread} ms)  {med / base:5.2f}x gather")
+        paired = statistics.median(t / g for t, g in zip(per[name], per["gather"], strict=True))
+        print(f"  {name:13s} {med * 1000:7.1f} ms  (range {spread} ms)  {med / base:5.2f}x gather"
+              f"  (paired {paired:4.2f}x)")
 
 
 if __name__ == "__main__":
