@@ -203,11 +203,10 @@ def test_a_run_fails_rather_than_waits_when_the_loop_is_shut_down_under_it() -> 
 
 def test_the_batch_size_is_a_share_of_what_runs_at_once() -> None:
     mode = tl.Async()
-    assert mode.batch_size(100, None, True) == 1  # the default cap: one coroutine per batch, as before
-    assert mode.batch_size(2000, 2000, True) == 31
-    assert mode.batch_size(2000, 300, True) == 4  # a short input: batches sized by what it holds
-    assert mode.batch_size(100_000, None, True) == 32  # at most 32: a straggler holds back few results
-    assert mode.batch_size(2000, 2000, False) == 1  # unordered: each result goes out as it ends
+    assert mode.batch_size(100, None) == 1  # the default cap: one coroutine per batch, as before
+    assert mode.batch_size(2000, 2000) == 31
+    assert mode.batch_size(2000, 300) == 4  # a short input: batches sized by what it holds
+    assert mode.batch_size(100_000, None) == 32  # at most 32: a straggler holds back few results
 
 
 def test_batches_run_their_items_side_by_side_and_the_cap_holds() -> None:
@@ -441,3 +440,63 @@ def test_a_loop_shut_down_under_a_batch_in_parts_fails_only_what_had_not_ended()
     assert [o.value for o in outcomes] == [0, 1, None, None]
     assert [o.index for o in outcomes] == [0, 1, 2, 3]  # each once
     assert all("event loop stopped" in str(o.error) for o in outcomes[2:])
+
+
+def test_an_unordered_group_reported_in_parts_is_handed_out_as_its_items_end() -> None:
+    delivery = Delivery(ordered=False, collect=False)
+    group = delivery.open_group(0, ["a", "b", "c", "d"])
+    group.values[:] = ["A", "B", "C", None]
+    group.succeed(2)
+    group.succeed(0)
+    delivery.deliver(group, part=True)
+    assert delivery.take() == ["C", "A"]
+    assert delivery.in_window() == 1  # the group stays in the window until its last item ends
+    group.succeed(1)
+    delivery.deliver(group)  # not a part (a retried item's own batch): it waits for the group's end
+    assert delivery.take() is None
+    group.values[3] = "D"
+    group.succeed(3)
+    delivery.deliver(group, part=True)
+    assert delivery.take() == ["B", "D"]  # the rest, each once
+    assert delivery.in_window() == 0
+
+
+def test_an_unordered_run_hands_each_coroutine_out_as_it_ends_not_when_its_batch_does() -> None:
+    loop_event: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+
+    async def job(x: int) -> int:
+        if not loop_event:
+            loop_event.append((asyncio.get_running_loop(), asyncio.Event()))
+        if x == 0:  # ends only once the consumer holds items 1-3 of its batch
+            await asyncio.wait_for(loop_event[0][1].wait(), GATE_TIMEOUT)
+        return x
+
+    got = []
+    for x in tl.imap(job, range(4), mode="async", workers=4, chunksize=4, ordered=False):
+        got.append(x)
+        if sorted(got) == [1, 2, 3]:
+            loop, event = loop_event[0]
+            loop.call_soon_threadsafe(event.set)
+    assert got[-1] == 0
+    assert sorted(got) == [0, 1, 2, 3]
+
+
+def test_an_unordered_run_in_parts_gives_each_outcome_once() -> None:
+    attempts: dict[int, int] = {}
+
+    async def flaky(x: int) -> int:
+        attempts[x] = attempts.get(x, 0) + 1
+        await asyncio.sleep(0.001 * (x % 7))  # ends apart: batches report in parts
+        if x % 5 == 0 and attempts[x] == 1:
+            raise ValueError(f"first try of {x}")
+        if x == 13:
+            raise KeyError(x)
+        return x
+
+    outcomes = list(tl.imap(flaky, range(200), mode="async", workers=200, ordered=False, retries=1,
+                            on_error="collect"))
+    assert sorted(o.index for o in outcomes) == list(range(200))
+    assert all(o.value == o.index for o in outcomes if o.index != 13)
+    failed = [o for o in outcomes if not o.ok]
+    assert [o.index for o in failed] == [13]
+    assert failed[0].attempts == 2

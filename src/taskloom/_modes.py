@@ -86,7 +86,7 @@ class Mode:
         """A backend on the caller's running event loop (``amap``), or None: use the shared pool."""
         return None
 
-    def batch_size(self, workers: int, total: int | None, ordered: bool) -> int | None:
+    def batch_size(self, workers: int, total: int | None) -> int | None:
         """The engine's own batch size for ``chunksize="auto"``, or None: sized by measured time (``Chunker``)."""
         return None
 
@@ -338,21 +338,18 @@ class Async(Mode):
         """The concurrency cap a call gets without ``workers=``: 100 coroutines at once."""
         return ASYNC_DEFAULT_WORKERS
 
-    def batch_size(self, workers: int, total: int | None, ordered: bool) -> int:
+    def batch_size(self, workers: int, total: int | None) -> int:
         """A count, not a time: the coroutines of a batch run side by side (each an asyncio task
         of its own, at most ``workers`` of a run at once) and mostly wait, so a batch's time says
         nothing of how many it should hold.
 
-        Ordered: about 1/64 of what runs at once (of the whole input, when that is smaller), at
-        most 32: 2,000 at once go as 63 batches, not 2,000 (each costs the run ~5 µs that the GIL
-        serialises with the loop). Items report as they end (``Done.part``), so a failure is acted
-        on at once; a group is handed out when its last item ends, so a straggler holds back at
-        most the 31 results before it in its batch, which input order would mostly hold anyway.
-        Unordered: one coroutine per batch, so each result is handed out as soon as it ends.
-        Under 128 at once (the default cap is 100): one per batch.
+        About 1/64 of what runs at once (of the whole input, when that is smaller), at most 32:
+        2,000 at once go as 63 batches, not 2,000 (each costs the run ~5 µs that the GIL
+        serialises with the loop); under 128 at once (the default cap is 100), one per batch.
+        Items report as they end (``Done.part``): a failure is acted on at once, and an
+        unordered run hands each result out as it ends. In order, a batch's results go out when
+        its last item ends, so a straggler holds back at most the 31 before it in its batch.
         """
-        if not ordered:
-            return 1
         at_once = workers if total is None else min(workers, total)
         return max(1, min(at_once // ASYNC_BATCHES_AT_ONCE, ASYNC_MAX_BATCH))
 

@@ -3,7 +3,8 @@
 A ``Group`` is a chunk of consecutive input items, the unit of ordering and of the in-flight
 window; it keeps each item's value or error, its attempts and its crashes. ``Delivery`` holds the
 groups taken from the input and not yet handed out, and the blocks of results ready for the
-consumer: in input order (``ordered=True``), else each group as soon as all its items have ended.
+consumer: in input order (``ordered=True``), else each group as soon as all its items have ended
+(or, when its batch reports in parts, ``Done.part``, what ended of it with each part).
 It knows nothing of backends, batches or time; the run tells it what ended and takes blocks out.
 """
 
@@ -38,18 +39,26 @@ class Group:
     #: the first positions that succeeded, when they ended in order (an undercount otherwise): what
     #: on_error="raise" may still hand out of a group when an item after them fails
     succeeded_first: int = 0
+    #: unordered: positions that ended one by one and are not handed out yet; ``handed``: those a
+    #: batch reported in parts (``Done.part``) had handed out before the group ended
+    ended: list[int] | None = None
+    handed: set[int] | None = None
 
     def succeed(self, pos: int) -> None:
         """The item at ``pos`` ended with the value already in ``values[pos]``."""
         self.remaining -= 1
         if pos == self.succeeded_first:
             self.succeeded_first += 1
+        if self.ended is not None:
+            self.ended.append(pos)
 
     def fail(self, pos: int, error: TaskError) -> None:
         """The item at ``pos`` ended with ``error``, for good."""
         self.errors[pos] = error
         self.values[pos] = None
         self.remaining -= 1
+        if self.ended is not None:
+            self.ended.append(pos)
 
     def record(self, event: Done, positions: list[int] | None, collect: bool) -> Iterator[tuple[int, ItemError]]:
         """Take in a batch's results: the values and durations of the items at ``positions`` (None: all).
@@ -108,6 +117,8 @@ class Delivery:
         self.open += 1
         if self.ordered:
             self._groups.append(group)
+        else:
+            group.ended = []
         return group
 
     def in_window(self) -> int:
@@ -143,8 +154,12 @@ class Delivery:
         """The run was cancelled: what is ready is never handed out."""
         self._ready.clear()
 
-    def deliver(self, group: Group | None = None) -> None:
-        """Hand out finished groups: in input order when ordered, else ``group`` once it is done."""
+    def deliver(self, group: Group | None = None, part: bool = False) -> None:
+        """Hand out finished groups: in input order when ordered, else ``group`` once it is done.
+
+        ``part``: a batch of ``group`` reported some of its items (``Done.part``) while others run
+        on; unordered, what ended of the group is handed out now (the group stays in the window).
+        """
         if self.halted:
             return
         if self.ordered:
@@ -153,8 +168,15 @@ class Delivery:
             if group is not None and group.remaining == 0 and not group.emitted and not group.waiting:
                 group.waiting = True  # counted once here, not by a walk over every group per item taken
                 self._finished_waiting += 1
-        elif group is not None and group.remaining == 0:
-            self._emit(group)
+        elif group is not None:
+            if group.remaining == 0:
+                self._emit(group)
+            elif part and group.ended:
+                ended, group.ended = group.ended, []
+                if group.handed is None:
+                    group.handed = set()
+                group.handed.update(ended)
+                self._hand_out(group, ended)
 
     def halt_at(self, group: Group) -> None:
         """on_error="raise": hand out what comes before the failed item (ordered), then nothing."""
@@ -176,7 +198,9 @@ class Delivery:
         group.emitted = True
         if group.waiting:
             self._finished_waiting -= 1
-        if self.collect:
+        if group.handed is not None:  # some were handed out already
+            self._hand_out(group, [pos for pos in range(len(group.items)) if pos not in group.handed])
+        elif self.collect:
             durations = group.durations or [0.0] * len(group.items)
             block = [
                 Outcome(group.start + pos, item, group.values[pos], group.errors.get(pos),
@@ -186,3 +210,14 @@ class Delivery:
             self._ready.append(block)
         elif not group.errors:
             self._ready.append(group.values)
+
+    def _hand_out(self, group: Group, positions: list[int]) -> None:
+        """A block of the group's items at ``positions`` (an unordered group handed out in parts)."""
+        if self.collect:
+            durations = group.durations or [0.0] * len(group.items)
+            block = [Outcome(group.start + pos, group.items[pos], group.values[pos], group.errors.get(pos),
+                             group.attempts.get(pos, 1), durations[pos]) for pos in positions]
+        else:  # a group with an error is never handed out whole: the run raises instead
+            block = [group.values[pos] for pos in positions if pos not in group.errors]
+        if block:
+            self._ready.append(block)

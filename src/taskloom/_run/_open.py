@@ -92,7 +92,7 @@ def _open(fn: Any, items: Iterable[Any], source: Iterator[Any], options: Options
             watcher = Reconsider(fn, choice.sample, advice, lambda e, w: get_backend(e, w, slot))
     if workers is None:
         workers = engine.default_workers()
-    if options.chunksize is None and (size := engine.batch_size(workers, total, options.ordered)) is not None:
+    if options.chunksize is None and (size := engine.batch_size(workers, total)) is not None:
         options = options.replace(chunksize=size)
     backend = engine.open_on_loop(caller_loop.loop, caller_loop.thread, workers) if caller_loop else None
     if backend is None:

@@ -478,7 +478,7 @@ class Run(Generic[T]):
         else:
             assert isinstance(event, Lost)
             self._on_lost(flight, event)
-        self._delivery.deliver(flight.group)
+        self._delivery.deliver(flight.group, isinstance(event, Done) and event.part is not None)
 
     def _on_done(self, flight: Flight, event: Done) -> None:
         group, positions = flight.group, flight.positions
