@@ -10,14 +10,17 @@ them alike), each with an untimed warm-up run in that interpreter before the tim
 * ``gather``: ``asyncio.run`` of ``asyncio.gather(*(job(i) for i in range(n)))`` (the peer; the
   warm-up and the timed runs share one loop, as taskloom's shared loop does);
 * ``map``: ``taskloom.map(job, range(n), mode="async", workers=n)`` from synchronous code;
-* ``amap``: ``await taskloom.amap(job, range(n), workers=n)`` inside a running loop.
+* ``amap``: ``await taskloom.amap(job, range(n), workers=n)`` inside a running loop;
+* ``imap``: ``list(taskloom.imap(job, range(n), mode="async", workers=n, ordered=False))``
+  (results as they finish, as ``asyncio.as_completed`` would give them).
 
 Each interpreter reports the median of its timed repeats; the table shows the median over the
 rounds, its ratio to ``gather``'s median, and the median of the per-round ratios (each contender
 over the ``gather`` of its own round: on a shared machine whose load comes and goes, a paired
-ratio moves less than a ratio of medians). ``--against DIR`` adds ``map`` and ``amap`` run on
-another taskloom source tree (``DIR/taskloom``, e.g. ``git archive HEAD src | tar -x -C /tmp/base``
-then ``--against /tmp/base/src``), interleaved in the same rounds: a before/after in one session.
+ratio moves less than a ratio of medians). ``--against DIR`` adds ``map``, ``amap`` and ``imap``
+run on another taskloom source tree (``DIR/taskloom``, e.g. ``git archive HEAD src | tar -x -C
+/tmp/base`` then ``--against /tmp/base/src``), interleaved in the same rounds: a before/after in
+one session.
 ``--child NAME`` runs one interpreter's share.
 """
 
@@ -34,7 +37,7 @@ import time
 from collections.abc import Callable
 
 LATENCY = 0.02
-CONTENDERS = ("gather", "map", "amap")
+CONTENDERS = ("gather", "map", "amap", "imap")
 
 
 async def job(x: int) -> int:
@@ -65,6 +68,15 @@ def child(name: str, n: int, repeats: int) -> list[float]:
         once_map()  # warm-up: starts the loop thread, imports the engine
         for _ in range(repeats):
             times.append(_time(once_map))
+    elif name == "imap":
+        import taskloom as tl
+
+        def once_imap() -> None:
+            out = list(tl.imap(job, range(n), mode="async", workers=n, ordered=False))
+            assert len(out) == n
+        once_imap()  # warm-up
+        for _ in range(repeats):
+            times.append(_time(once_imap))
     elif name == "amap":
         import taskloom as tl
 
@@ -95,7 +107,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per interpreter (default 3)")
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--only", default=",".join(CONTENDERS), help="comma-separated contenders")
-    parser.add_argument("--against", metavar="DIR", help="also run map and amap on the taskloom in DIR")
+    parser.add_argument("--against", metavar="DIR", help="also run map, amap and imap on the taskloom in DIR")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -105,7 +117,7 @@ def main() -> None:
     if "gather" not in names:
         names.insert(0, "gather")
     if args.against:
-        names += [f"{c}@against" for c in ("map", "amap") if c in names]
+        names += [f"{c}@against" for c in ("map", "amap", "imap") if c in names]
     per: dict[str, list[float]] = {name: [] for name in names}
     for r in range(args.rounds):
         order = names[r % len(names):] + names[:r % len(names)]  # who goes first rotates
