@@ -143,6 +143,22 @@ class SevenFailsLate(FlakyTask):
         raise ValueError("seven is right out")
 
 
+class SevenFailsWhenTold:
+    """Returns the item; item 7 raises once the file ``go`` exists in ``directory`` (the test's
+    consumer makes it when it has what it waited for; after 30 s it raises anyway)."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = os.fspath(directory)
+        self.__name__ = self.__qualname__ = "seven_fails_when_told"
+
+    def __call__(self, item: int) -> int:
+        if item != 7:
+            return item
+        deadline = time.monotonic() + 30
+        while not Path(self.directory, "go").exists() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        raise ValueError("seven is right out")
+
 # -- async adapter -------------------------------------------------------------------------------
 def task_for(mode: str, sync_fn: Callable[..., Any]) -> Callable[..., Any]:
     """``sync_fn`` itself, or for mode "async" a coroutine function that calls it.

@@ -6,6 +6,7 @@ processes and asyncio: results, errors, retries, streaming input, cancellation.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import itertools
 import json
@@ -135,13 +136,29 @@ def test_on_error_raise_yields_nothing_past_the_failure(backend: str, tmp_path) 
     assert len(got) <= 7
 
 
-def test_on_error_raise_yields_the_values_before_the_failure_in_its_own_batch(backend: str) -> None:
+def test_on_error_raise_yields_the_values_before_the_failure_in_its_own_batch(backend: str, tmp_path) -> None:
     """Items 5 and 6 ran in the batch that fails at 7, before it: an ordered consumer gets them
-    (then TaskError at 7), as it would with batches of one."""
-    run = tl.imap(task_for(backend, helpers.fail_on_seven), range(20), mode=backend, chunksize=5, workers=2)
+    (then TaskError at 7), as it would with batches of one. Item 7 fails only once the consumer
+    has the batch before (a batch still running when another fails is cancelled: fail fast)."""
+    told = threading.Event()
+
+    async def seven_fails_when_told(item: int) -> int:  # mode="async": waits without blocking the loop
+        if item == 7:
+            await asyncio.to_thread(told.wait, 30)
+            raise ValueError("seven is right out")
+        return item
+
+    def consume(run: Any, got: list[int]) -> None:
+        for value in run:
+            got.append(value)
+            if len(got) == 5:
+                (tmp_path / "go").touch()
+                told.set()
+
+    task = seven_fails_when_told if backend == "async" else helpers.SevenFailsWhenTold(tmp_path)
     got: list[int] = []
     with pytest.raises(tl.TaskError) as info:
-        _consume_into(run, got)
+        consume(tl.imap(task, range(20), mode=backend, chunksize=5, workers=2), got)
     assert info.value.index == 7
     assert got == list(range(7))
 
