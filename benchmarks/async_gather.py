@@ -34,7 +34,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 LATENCY = 0.02
 CONTENDERS = ("gather", "map", "amap", "imap")
@@ -49,16 +49,10 @@ def child(name: str, n: int, repeats: int) -> list[float]:
     """Warm up once, then time ``repeats`` runs of contender ``name`` in this interpreter."""
     times: list[float] = []
     if name == "gather":
-        async def main() -> None:
-            async def once() -> None:
-                out = await asyncio.gather(*(job(i) for i in range(n)))
-                assert out[-1] == n - 1
-            await once()  # warm-up
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                await once()
-                times.append(time.perf_counter() - t0)
-        asyncio.run(main())
+        async def once_gather() -> None:
+            out = await asyncio.gather(*(job(i) for i in range(n)))
+            assert out[-1] == n - 1
+        asyncio.run(_timed_on_one_loop(once_gather, repeats, times))
     elif name == "map":
         import taskloom as tl
 
@@ -80,16 +74,10 @@ def child(name: str, n: int, repeats: int) -> list[float]:
     elif name == "amap":
         import taskloom as tl
 
-        async def main() -> None:
-            async def once() -> None:
-                out = await tl.amap(job, range(n), mode="async", workers=n)
-                assert out[-1] == n - 1
-            await once()  # warm-up
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                await once()
-                times.append(time.perf_counter() - t0)
-        asyncio.run(main())
+        async def once_amap() -> None:
+            out = await tl.amap(job, range(n), mode="async", workers=n)
+            assert out[-1] == n - 1
+        asyncio.run(_timed_on_one_loop(once_amap, repeats, times))
     else:
         raise SystemExit(f"unknown contender {name!r}")
     return times
@@ -99,6 +87,15 @@ def _time(fn: Callable[[], object]) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
+
+
+async def _timed_on_one_loop(once: Callable[[], Awaitable[None]], repeats: int, times: list[float]) -> None:
+    """An untimed warm-up, then ``repeats`` timed runs of ``once``, all on the running loop."""
+    await once()
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        await once()
+        times.append(time.perf_counter() - t0)
 
 
 def main() -> None:

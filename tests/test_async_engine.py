@@ -12,6 +12,7 @@ import contextvars
 import queue
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -105,7 +106,8 @@ def test_a_timeout_cancels_the_coroutine() -> None:
     assert cancelled == [1]
 
 
-def test_retries_and_errors_per_item_in_order() -> None:
+def _flaky() -> tuple[Callable[[int], Awaitable[int]], dict[int, int]]:
+    """A coroutine function (multiples of 3 fail their first try, 10 always fails) and its tries per item."""
     attempts: dict[int, int] = {}
 
     async def flaky(x: int) -> int:
@@ -117,6 +119,11 @@ def test_retries_and_errors_per_item_in_order() -> None:
             raise KeyError(x)
         return x
 
+    return flaky, attempts
+
+
+def test_retries_and_errors_per_item_in_order() -> None:
+    flaky, attempts = _flaky()
     outcomes = tl.map(flaky, range(12), mode="async", retries=1, on_error="collect")
     assert [o.index for o in outcomes] == list(range(12))
     assert [o.value for o in outcomes if o.ok] == [x for x in range(12) if x != 10]
@@ -282,17 +289,7 @@ def test_a_failure_cancels_the_rest_of_its_batch_and_the_run(chunksize: int) -> 
 
 
 def test_retries_and_errors_inside_batches() -> None:
-    attempts: dict[int, int] = {}
-
-    async def flaky(x: int) -> int:
-        attempts[x] = attempts.get(x, 0) + 1
-        await asyncio.sleep(0)
-        if x % 3 == 0 and attempts[x] == 1:
-            raise ValueError(f"first try of {x}")
-        if x == 10:
-            raise KeyError(x)
-        return x
-
+    flaky, attempts = _flaky()
     outcomes = tl.map(flaky, range(40), mode="async", workers=8, chunksize=4, retries=1, on_error="collect")
     assert [o.index for o in outcomes] == list(range(40))
     assert [o.value for o in outcomes if o.ok] == [x for x in range(40) if x != 10]
