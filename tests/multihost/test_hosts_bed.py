@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import psutil
@@ -57,6 +58,10 @@ def test_a_bed_whose_test_process_died_is_swept(tmp_path: Path) -> None:
     _ip("link", "add", bridge, "type", "bridge")
     sleeper = subprocess.Popen(["ip", "netns", "exec", netns, "sleep", "600"], start_new_session=True)
     try:
+        # `ip netns exec` enters the namespace, then becomes sleep: until then nothing runs in it
+        deadline = time.monotonic() + 10
+        while netns_pids(netns) != [sleeper.pid] and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert netns_pids(netns) == [sleeper.pid]
         swept = sweep_stale()
         assert netns in swept
