@@ -492,8 +492,7 @@ def _scaling_probe(fn: Callable[[Any], Any], source: Iterator[Any], s: Sample, t
 
     Returns the work done, in single-thread seconds (each task: what one took in the sequential
     sample's loop, its timing included, as here), over the time the threads took to do it, from
-    their start together to the last one's end, less the time each waited for a CPU (Linux
-    schedstat: other processes' load is not the threads' contention): 2.0 when two threads ran two tasks in the time
+    their start together to the last one's end: 2.0 when two threads ran two tasks in the time
     one takes, 1.0 when they took turns (a lock, a GIL), 0.01 when they ran 200x slower. At most
     ``threads`` (more means uneven items, not faster threads). None when a task raised or none
     ran. The tasks join ``s.head`` in input order; at most ``most`` run.
@@ -507,10 +506,10 @@ def _scaling_probe(fn: Callable[[Any], Any], source: Iterator[Any], s: Sample, t
     input nor a shared list of results may become what is measured (without a GIL, objects that
     threads share are what slows them).
     """
-    # Time spent runnable but waiting for a CPU counts on neither side, here or in the threads
-    # below: a busy machine slows threads and processes alike, while contention is what matters.
-    single = (max(s.loop_wall - s.loop_queued, 0.5 * s.loop_wall) / s.timed if s.loop_wall and s.timed
-              else s.per_task)
+    # Run-queue wait (a busy machine) is not taken off either side: taken off the threads' time
+    # it read 2.0x for tiny tasks that take turns on one lock (a thread's wait for a CPU while
+    # its partner held the lock is contention, not load); the ratio's two sides see the same load.
+    single = s.loop_wall / s.timed if s.loop_wall and s.timed else s.per_task
     if single <= 0:
         return None
     lock = threading.Lock()
@@ -544,7 +543,6 @@ def _scaling_probe(fn: Callable[[Any], Any], source: Iterator[Any], s: Sample, t
             return at, items
 
     def run(index: int) -> None:
-        queued = _runqueue_seconds()  # read outside the timed span: /proc costs ~70 us on 3.13t
         try:
             barrier.wait()
         except threading.BrokenBarrierError:  # pragma: no cover - another probe thread failed to start
@@ -576,8 +574,7 @@ def _scaling_probe(fn: Callable[[Any], Any], source: Iterator[Any], s: Sample, t
         except BaseException as exc:  # SystemExit in a task: the caller raises it, as if it ran there
             with lock:
                 errors.append(exc)
-        ended = time.perf_counter()
-        ends[index] = ended - (_runqueue_seconds() - queued)
+        ends[index] = time.perf_counter()
 
     # Daemon threads, as the sample's own: after Ctrl-C in the caller they do not hold up the exit.
     workers = [threading.Thread(target=run, args=(i,), name="taskloom-auto-scaling", daemon=True)

@@ -118,9 +118,19 @@ def exit_with(code: int, directory: str | None = None, tag: str = "crash") -> No
     os._exit(code)
 
 
+_ONE_AT_A_TIME = threading.Lock()
+
+
 def grow_or_crash_once(arg: tuple[int, str | None]) -> int:
-    """``sum(i*i for i in range(n))``; the first call with a directory in a worker process SIGKILLs it."""
+    """``sum(i*i for i in range(n))``; the first call with a directory in a worker process SIGKILLs it.
+
+    Calls with n == 1 run one at a time (a lock): without a GIL too, threads take turns and do
+    not scale, so auto starts them sequentially there too (see test_workload's ``growing``).
+    """
     n, directory = arg
+    if n == 1:
+        with _ONE_AT_A_TIME:
+            return sum(i * i for i in range(n))
     if directory is not None and _in_worker():
         try:
             os.close(os.open(Path(directory, "crashed"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
@@ -327,8 +337,16 @@ def raising_generator(source: FlakyInput) -> Iterator[int]:
 
 # -- worker start-up -----------------------------------------------------------------------------------
 def die_at_start(directory: str, times: int, how: str = "kill") -> None:
-    """An initializer: the first ``times`` workers to start die in it (``how``: SIGKILL or exit 3)."""
-    if len(marks(directory, "start")) < times:
+    """An initializer: the first ``times`` workers to start die in it (``how``: SIGKILL or exit 3).
+
+    Each claims one of ``times`` turns with O_EXCL (two workers starting at once both counted
+    fewer marks than ``times`` and both died: one death too many).
+    """
+    for turn in range(times):
+        try:
+            os.close(os.open(Path(directory, f".turn-{turn}"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            continue
         mark(directory, "start")
         if how == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
