@@ -62,7 +62,6 @@ class Sample:
     #: without a GIL: threads -> how much faster that many threads ran the work than one (measured)
     scaling: dict[int, float] = field(default_factory=dict)
     loop_wall: float = 0.0  # the sequential tasks' wall time with the sampling loop's own costs
-    loop_queued: float = 0.0  # of which the caller's thread spent waiting for a CPU (a busy machine)
     item_bytes: float = 0.0
     result_bytes: float = 0.0
     parent_pickle: float = 0.0  # seconds per task: pickle item + unpickle result
@@ -384,8 +383,7 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
         if free and done.wall >= OVERLAP_AFTER and done.busy >= CPU_BOUND_RATIO * done.wall:
             break  # no GIL: one computing task this long is the single-thread time; the probe runs them 2 at once
     # Time this thread waited for a CPU while it ran the tasks above is busy time, not waiting.
-    s.loop_queued = _runqueue_seconds() - queued
-    s.cpu = min(s.wall, s.cpu + s.loop_queued)
+    s.cpu = min(s.wall, s.cpu + _runqueue_seconds() - queued)
     if s.failed:
         return s
     if free:
