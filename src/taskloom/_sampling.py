@@ -234,7 +234,11 @@ class _Overlap:
             if together > 0:
                 # CPU seconds both threads got per second: ~1 when they took turns holding the GIL.
                 self.speedup = max(1.0, min(2.0, (caller_busy + self._busy[0]) / together))
-        return self._results
+        results, self._results, self._threads = self._results, [], []
+        # The watcher may hold this object a while yet (until its check falls due): it keeps no
+        # item, result, function or input of the caller's alive.
+        self._fn, self._source, self._context = None, iter(()), contextvars.Context()  # type: ignore[assignment]
+        return results
 
     speedup: float | None = None  # the probe's reading; None: no probe ran, or its task failed
 
@@ -265,6 +269,7 @@ class _Watcher:
                 _, _, watch = heapq.heappop(self._due)
             if not watch._stopped:
                 watch.check()
+            del watch  # not held while this thread waits for the next one (it holds the items)
 
 
 _the_watcher: _Watcher | None = None
@@ -346,7 +351,7 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
                  if s.timed == 0 else None)
         called = time.perf_counter()
         try:
-            done = _timed_call(fn, item, runqueue=False)
+            done = _timed_call(fn, item, runqueue=watch is not None)
         except BaseException:
             if watch is not None:
                 watch.abandon()
@@ -360,6 +365,11 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
         s.loop_wall += time.perf_counter() - called  # what a task costs the scaling probe's loop too
         if watch is not None:
             more = watch.finish()
+            # The first task read its own run-queue wait; the loop's reading starts after it. Around
+            # it, the threads the watch started took turns with this one for the GIL and the CPUs:
+            # on a busy machine that wait, counted as a task's, made tasks that only sleep read as
+            # computing (all of the wall time: sent to processes).
+            queued = _runqueue_seconds()
             s.head.extend(more)
             s.exhausted = watch.exhausted
             if watch.error is not None:
@@ -382,7 +392,8 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
             break
         if free and done.wall >= OVERLAP_AFTER and done.busy >= CPU_BOUND_RATIO * done.wall:
             break  # no GIL: one computing task this long is the single-thread time; the probe runs them 2 at once
-    # Time this thread waited for a CPU while it ran the tasks above is busy time, not waiting.
+    # Time this thread waited for a CPU while it ran the tasks above (after the first) is busy
+    # time, not waiting.
     s.cpu = min(s.wall, s.cpu + _runqueue_seconds() - queued)
     if s.failed:
         return s

@@ -469,6 +469,8 @@ class Reconsider:
     def observe(self, per_task: float, tasks_done: int, remaining: int | None) -> Switch | None:
         """A batch finished; its tasks took ``per_task`` seconds each, ``tasks_done`` have ended so far."""
         sampled = self._sample.per_task
+        if remaining == 0:  # every item has gone to the engine: a switch would move nothing
+            return None
         if tasks_done < RECONSIDER_AFTER or sampled <= 0 or 1 / SWITCH_FACTOR < per_task / sampled < SWITCH_FACTOR:
             self._deviations = 0
             return None
