@@ -157,7 +157,7 @@ test: setup lint typecheck docs cov smoke
 # processes, threads or clocks run LOAD_ROUNDS times while one CPU-bound process per CPU runs
 # beside them (started here, stopped on any exit). A test that passes only when idle fails here.
 LOAD_TESTS ?= tests/faults tests/test_processes.py tests/test_executor.py tests/test_imap.py \
-	tests/test_pipeline.py tests/test_io.py tests/test_dask.py tests/test_joblib_backend.py
+	tests/test_pipeline.py tests/test_io.py tests/test_dask.py tests/test_joblib_backend.py tests/test_handover.py
 LOAD_ROUNDS ?= 2
 test-load: setup
 	cpus="$$(nproc)"
@@ -184,7 +184,7 @@ FT_VENV := $(FT_DIR)/venv
 FT_TESTS ?= tests/test_free_threaded.py tests/test_behaviour.py tests/test_engine_seam.py tests/test_imap.py \
 	tests/test_processes.py tests/test_run_scheduler.py tests/test_run_delivery.py tests/test_run_failures.py \
 	tests/test_run_policy.py tests/test_async_engine.py tests/faults tests/test_executor.py \
-	tests/test_sync.py tests/test_testing.py tests/test_shared.py tests/test_workload.py
+	tests/test_sync.py tests/test_testing.py tests/test_shared.py tests/test_workload.py tests/test_handover.py
 FT_DESELECT ?=
 .PHONY: test-ft
 test-ft:

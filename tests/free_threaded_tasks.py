@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -42,3 +43,22 @@ def spin(seconds: float) -> float:
     while time.thread_time() < end:
         pass
     return seconds
+
+
+#: (pid, thread id) of the test's own thread, set by the test (worker processes have another pid)
+CALLER: tuple[int, int] | None = None
+
+
+def _spin(seconds: float) -> None:
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+def slower_off_the_caller(x: int) -> int:
+    """Computes 1 ms in the test's thread and in worker processes, 100x that on any other thread
+    of the test's process (as 3.13t ran tasks that update a dict the caller's thread filled)."""
+    pid, thread = os.getpid(), threading.get_ident()
+    elsewhere = CALLER is not None and pid == CALLER[0] and thread != CALLER[1]
+    _spin(0.1 if elsewhere else 0.001)
+    return 2 * x

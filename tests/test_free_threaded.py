@@ -324,6 +324,29 @@ def test_auto_measures_threads_in_parallel_here_and_never_picks_them_for_seriali
     assert advice.mode == "processes", advice
 
 
+@pytest.mark.skipif(not TWO_CPUS, reason="parallel CPU work needs two CPUs")
+def test_auto_does_not_wait_for_probe_tasks_that_show_threads_hopeless() -> None:
+    # Tasks 100x slower on the caller's other threads than in it (or in a worker process). Without
+    # a GIL the scaling probe runs two on threads, sees within a few ms that they cannot beat one
+    # thread, and the run takes those two over as they end while processes run the rest; with a
+    # GIL, the GIL probe reads them as not releasing it. Either way: processes, and every item
+    # once, in its place.
+    tasks.CALLER = (os.getpid(), threading.get_ident())
+    try:
+        run = tl.imap(tasks.slower_off_the_caller, range(600))
+        assert list(run) == [2 * x for x in range(600)]
+    finally:
+        tasks.CALLER = None
+    advice = run.advice
+    assert advice is not None
+    assert advice.mode == "processes", advice
+    stats = run.statistics()
+    assert stats.completed == 600
+    if not _system.gil_enabled():
+        assert advice.measurements["thread_scaling_2"] < SCALES, advice
+        assert stats.per_worker.get("taskloom-auto-scaling") == 2, stats.per_worker
+
+
 # -- what the command line says of this interpreter ----------------------------------------------------------
 def test_taskloom_info_measures_thread_scaling(capsys: pytest.CaptureFixture[str]) -> None:
     from taskloom._cli import main

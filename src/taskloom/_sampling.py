@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from ._backends._base import ItemError
+from ._backends._handover import InFlight
 from ._system import default_threads, gil_enabled, usable_cpus
 
 SAMPLE_MAX = 64  # sample tasks at most
@@ -69,10 +70,17 @@ class Sample:
     picklable: bool = True
     exhausted: bool = False  # the sample read the whole input
     overlapped: int = 0  # tasks started beside a waiting first task (see _Overlap)
+    #: probe chunks, in input order after ``head``, handed to the run unfinished (``InFlight``)
+    in_flight: list[InFlight] = field(default_factory=list)
 
     @property
     def n(self) -> int:
         return len(self.head)
+
+    @property
+    def taken(self) -> int:
+        """Items the sample took from the input: those in ``head`` and those still in flight."""
+        return len(self.head) + sum(len(c.items) for c in self.in_flight)
 
     @property
     def per_task(self) -> float:
@@ -322,7 +330,7 @@ def _timed_call(fn: Callable[[Any], Any], item: Any, runqueue: bool = True) -> _
 
 
 def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, total: int | None = None,
-               overlap: int = 0, free_threaded: bool | None = None) -> Sample:
+               overlap: int = 0, free_threaded: bool | None = None, hand_off: bool = False) -> Sample:
     """Run items from ``source`` here, within ``budget`` seconds, and measure them.
 
     Sample tasks run one at a time, so a short job is sampled lightly: at most a quarter of each
@@ -330,7 +338,8 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
     up to that many more tasks start on threads while the first one runs, if it only waits
     (see ``_Overlap``). Without a GIL (``free_threaded``, default: this interpreter's state),
     CPU-bound work is then run on 2 and N threads at once to see whether threads scale
-    (``_measure_scaling``) instead of the GIL probe.
+    (``_measure_scaling``) instead of the GIL probe; with ``hand_off``, tasks that show threads
+    hopeless may still run when it returns (``Sample.in_flight``: the caller's run takes them).
     """
     free = (not gil_enabled()) if free_threaded is None else free_threaded
     s = Sample()
@@ -399,7 +408,7 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
         return s
     if free:
         if s.timed and s.cpu_ratio >= CPU_BOUND_RATIO and not s.exhausted and usable_cpus() > 1:
-            _measure_scaling(fn, source, s, budget, total=total)
+            _measure_scaling(fn, source, s, budget, total=total, hand_off=hand_off)
         _measure_pickling(s)
         return s
     # A busy machine can only make threads look less parallel than they are, so the largest
@@ -468,7 +477,7 @@ def _measure_threads(fn: Callable[[Any], Any], source: Iterator[Any], s: Sample)
 
 
 def _measure_scaling(fn: Callable[[Any], Any], source: Iterator[Any], s: Sample, budget: float,
-                     cpus: int | None = None, total: int | None = None) -> None:
+                     cpus: int | None = None, total: int | None = None, hand_off: bool = False) -> None:
     """Without a GIL: run tasks on 2 threads at once, then on one per CPU, against the single-thread time.
 
     Each probe's threads take tasks from the input until about their share of the time left in
@@ -478,7 +487,8 @@ def _measure_scaling(fn: Callable[[Any], Any], source: Iterator[Any], s: Sample,
     it 1.9x as fast as one, 0.5 when they slowed each other down to half. The N-thread probe is
     skipped when two threads did not scale, or when its tasks would not fit in the budget. Of a
     job of known length, a probe runs at most a quarter of what is left (one task per thread at
-    least): the rest keeps its chance to run on the engine chosen.
+    least): the rest keeps its chance to run on the engine chosen. ``hand_off``: see
+    ``_scaling_probe``.
     """
     cpus = usable_cpus() if cpus is None else cpus
     counts = [2] if cpus <= 2 else [2, cpus]
@@ -489,14 +499,17 @@ def _measure_scaling(fn: Callable[[Any], Any], source: Iterator[Any], s: Sample,
         if k != counts[0] and (left < 2 * s.per_task or s.scaling.get(counts[0], 0.0) < SCALES):
             break
         most = None if total is None else max(k, (total - s.n) // 4)
-        speedup = _scaling_probe(fn, source, s, k, max(0.0, left / (len(counts) - counts.index(k))), most)
+        speedup = _scaling_probe(fn, source, s, k, max(0.0, left / (len(counts) - counts.index(k))), most,
+                                 hand_off=hand_off)
         if speedup is None:
             break
         s.scaling[k] = speedup
+        if s.in_flight:
+            break
 
 
 def _scaling_probe(fn: Callable[[Any], Any], source: Iterator[Any], s: Sample, threads: int,
-                   window: float, most: int | None = None) -> float | None:
+                   window: float, most: int | None = None, *, hand_off: bool = False) -> float | None:
     """Run tasks from ``source`` on ``threads`` threads at once for about ``window`` seconds.
 
     Returns the work done, in single-thread seconds (each task: what one took in the sequential
@@ -507,13 +520,19 @@ def _scaling_probe(fn: Callable[[Any], Any], source: Iterator[Any], s: Sample, t
     ran. The tasks join ``s.head`` in input order; at most ``most`` run.
 
     The probe ends early once a thread ran its tasks ``HOPELESS x threads`` times slower than one
-    thread alone (on 3.13t, tasks updating a dict shared between threads ran 150x slower on any thread
-    but the one that filled it): they cannot beat one thread, and more would run more of the job
-    at that pace. Each thread takes one task, then twice as many each time while they take under
+    thread alone (on 3.13t, tasks updating a dict the caller's thread filled ran ~100x slower on
+    any other thread): they cannot beat one thread, and more would run more of the job at that
+    pace. Each thread takes one task, then twice as many each time while they take under
     ``SCALING_TAKE`` seconds (tiny tasks many at a time, and a task that turns out long is not
     taken by the thousand), and keeps its results to itself until the end: neither the shared
     input nor a shared list of results may become what is measured (without a GIL, objects that
     threads share are what slows them).
+
+    ``hand_off`` (a run's sample, not ``advise``): the caller does not wait for first tasks that
+    are already that slow. Once every thread has computed ``4 x HOPELESS x threads`` times a
+    task's single-thread time on its first task without ending it, the reading is known (at most
+    ``threads`` tasks in that time): the chunks from the first unfinished one on go to
+    ``s.in_flight``, and the run takes them over as they end (``InFlight``).
     """
     # Run-queue wait (a busy machine) is not taken off either side: taken off the threads' time
     # it read 2.0x for tiny tasks that take turns on one lock (a thread's wait for a CPU while
@@ -524,17 +543,23 @@ def _scaling_probe(fn: Callable[[Any], Any], source: Iterator[Any], s: Sample, t
     lock = threading.Lock()
     taken = [0]  # items handed out so far: the next chunk's place in input order
     hopeless = [False]  # a thread ran its tasks slower than one thread alone would run them all
-    chunks: list[list[tuple[int, Head]]] = [[] for _ in range(threads)]
+    handed = [False]  # the caller went on: a task's SystemExit is that item's error, not the caller's
+    chunks: list[list[InFlight]] = [[] for _ in range(threads)]
+    clocks: list[int | None] = [None] * threads  # each thread's CPU clock (to tell slow from not running)
+    first_cpu = [0.0] * threads  # a thread's CPU time when its first task started
     ends = [0.0] * threads
     errors: list[BaseException] = []
     exhausted = [False]
     barrier = threading.Barrier(threads)
     deadline = [0.0]  # set by the first thread past the barrier: the probe's start + window
+    running = [threads]
+    all_ended = threading.Event()
 
-    def next_items(first: bool, take: int) -> tuple[int, list[Any]]:
+    def next_chunk(index: int, take: int) -> InFlight | None:
         with lock:
+            first = not chunks[index]
             if exhausted[0] or errors or (not first and (hopeless[0] or time.perf_counter() >= deadline[0])):
-                return 0, []
+                return None
             if most is not None:
                 take = min(take, max(0, most - taken[0]))
             items: list[Any] = []
@@ -547,9 +572,23 @@ def _scaling_probe(fn: Callable[[Any], Any], source: Iterator[Any], s: Sample, t
                 except BaseException as exc:  # the input raised: the caller re-raises it
                     errors.append(exc)
                     break
-            at = taken[0]
+            if not items:
+                return None
+            chunk = InFlight(taken[0], items)
             taken[0] += len(items)
-            return at, items
+            chunks[index].append(chunk)
+            return chunk
+
+    def call(item: Any) -> tuple[Any, Any, ItemError | None, float]:
+        try:
+            done = _timed_call(fn, item, runqueue=False)
+        except BaseException as exc:  # SystemExit in a task: the caller raises it, as if it ran there
+            with lock:
+                if not handed[0]:
+                    raise
+            # ... unless the caller went on: then it is that item's error, as on a pool's thread
+            return item, None, ItemError(exc, traceback.format_exc(), False), 0.0
+        return item, done.value, done.error, done.wall
 
     def run(index: int) -> None:
         try:
@@ -559,31 +598,50 @@ def _scaling_probe(fn: Callable[[Any], Any], source: Iterator[Any], s: Sample, t
         with lock:
             if not deadline[0]:
                 deadline[0] = time.perf_counter() + window
-        mine = chunks[index]
+        if hasattr(time, "pthread_getcpuclockid"):
+            clocks[index] = time.pthread_getcpuclockid(threading.get_ident())
+        first_cpu[index] = time.thread_time()
         take = 1
         try:
-            while True:
-                at, items = next_items(not mine, take)
-                if not items:
-                    break
-                out: Head = []
-                mine.append((at, out))
+            while (chunk := next_chunk(index, take)) is not None:
                 started = time.perf_counter()
-                for item in items:
-                    timed = _timed_call(fn, item, runqueue=False)
-                    out.append((item, timed.value, timed.error, timed.wall))
-                spent = time.perf_counter() - started
-                each = spent / len(items)
+                try:
+                    for item in chunk.items:
+                        chunk.out.append(call(item))
+                finally:
+                    spent = time.perf_counter() - started
+                    chunk.finish(spent, threading.current_thread().name)
+                each = spent / len(chunk.items)
                 if spent >= SCALING_TAKE / 2 and each > HOPELESS * threads * single:
                     # Far slower here than `threads` times a task alone (not just a busy machine):
                     # together they cannot beat one thread. Enough is known; more would only run
                     # more of the job at this pace.
                     hopeless[0] = True
                 take = max(1, min(2 * take, 4096, int(SCALING_TAKE / each) if each > 0 else 2 * take))
-        except BaseException as exc:  # SystemExit in a task: the caller raises it, as if it ran there
+        except BaseException as exc:
             with lock:
                 errors.append(exc)
-        ends[index] = time.perf_counter()
+        finally:
+            ends[index] = time.perf_counter()
+            with lock:
+                running[0] -= 1
+                if not running[0]:
+                    all_ended.set()
+
+    def hopeless_already() -> bool:
+        """Every thread computed long on its first task, and none ended: the caller goes on."""
+        bound = 4 * HOPELESS * threads * single
+        with lock:
+            if errors or any(len(mine) != 1 or mine[0].ended for mine in chunks):
+                return False
+            try:
+                used = [time.clock_gettime(c) - c0 for c, c0 in zip(clocks, first_cpu, strict=True) if c is not None]
+            except OSError:  # a thread ended meanwhile: its chunk ended too, so wait
+                return False
+            if len(used) < threads or min(used) < bound:
+                return False
+            hopeless[0] = handed[0] = True  # no thread takes more; those running are handed over
+            return True
 
     # Daemon threads, as the sample's own: after Ctrl-C in the caller they do not hold up the exit.
     workers = [threading.Thread(target=run, args=(i,), name="taskloom-auto-scaling", daemon=True)
@@ -595,16 +653,39 @@ def _scaling_probe(fn: Callable[[Any], Any], source: Iterator[Any], s: Sample, t
             started.append(t)
     except BaseException:
         barrier.abort()  # those started do not wait for the others
+        for t in started:
+            t.join()
         raise
-    finally:
+    began = time.perf_counter()
+    if hand_off and hasattr(time, "pthread_getcpuclockid"):
+        # Short sleeps, not a timed wait: on 3.13t a timed lock wait overslept 4-10x (8 ms took
+        # 35-115 ms) while other threads computed; time.sleep kept time.
+        poll = max(SCALING_TAKE, HOPELESS * threads * single)
+        check = began + poll
+        while not all_ended.is_set():
+            if time.perf_counter() >= check:
+                if hopeless_already():
+                    break
+                check = time.perf_counter() + poll
+            time.sleep(0.001)
+    if not handed[0]:
         for t in started:
             t.join()
     if errors:
         raise errors[0]
-    ran = [task for _, out in sorted((c for mine in chunks for c in mine), key=lambda c: c[0]) for task in out]
+    ordered = sorted((c for mine in chunks for c in mine), key=lambda c: c.at)
+    if handed[0]:
+        cut = next((i for i, c in enumerate(ordered) if not c.ended), len(ordered))
+        ordered, s.in_flight = ordered[:cut], ordered[cut:]
+    ran = [task for chunk in ordered for task in chunk.out]
     s.head.extend(ran)
     s.exhausted = s.exhausted or exhausted[0]
-    if not ran or any(task[2] is not None for task in ran):
+    if any(task[2] is not None for task in ran):
+        return None
+    if handed[0]:
+        # Each thread has run longer than 4 x HOPELESS tasks' time on one task: at best they end now.
+        return min(float(threads), (len(ran) + threads) * single / (time.perf_counter() - began))
+    if not ran:
         return None
     took = max(ends) - (deadline[0] - window)
     # No more than `threads` times faster: above it, the probe's items were shorter than those

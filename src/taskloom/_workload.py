@@ -394,8 +394,8 @@ def _remember(fn: Any, kind: tuple[type, int], s: Sample) -> None:
     with contextlib.suppress(TypeError), _remembered_lock:
         # Without the items and results (a 40 MB array is not kept alive by a memo).
         head: Head = [(None, None, None, wall) for _, _, _, wall in s.head]
-        _remembered[fn] = _Remembered(kind, dataclasses.replace(s, head=head, overlapped=0, exhausted=False),
-                                      time.monotonic())
+        _remembered[fn] = _Remembered(kind, dataclasses.replace(s, head=head, overlapped=0, exhausted=False,
+                                                                in_flight=[]), time.monotonic())
 
 
 def forget(fn: Any) -> None:
@@ -405,13 +405,14 @@ def forget(fn: Any) -> None:
 
 
 def choose(fn: Callable[..., Any], source: Iterator[Any], total: int | None, workers: int | None,
-           coroutine: bool, overlap: int) -> Choice:
+           coroutine: bool, overlap: int, hand_off: bool = False) -> Choice:
     """mode="auto": measure the first items here (results kept) and pick the engine.
 
     ``overlap``: how many more sample tasks may start beside a first one that waits. A function
     measured by an earlier run in this process, on items of the same type and size, within
     ``REMEMBER_SECONDS``, is not measured again: the run starts at once on the engine those
     numbers give, and the second look (``Reconsider``) still corrects it if its tasks now differ.
+    ``hand_off``: the run can take over sample tasks still running (``Sample.in_flight``).
     """
     if coroutine:
         advice = decide_coroutine(workers)
@@ -433,9 +434,9 @@ def choose(fn: Callable[..., Any], source: Iterator[Any], total: int | None, wor
             f"took {_fmt(earlier.per_task)} each).", *advice.reasons))
         log.info("taskloom auto mode: %s", advice)
         return Choice(by_name(advice.mode), advice, [], workers or advice.workers, earlier, source)
-    s = run_sample(fn, source, AUTO_BUDGET, total, overlap)
+    s = run_sample(fn, source, AUTO_BUDGET, total, overlap, hand_off=hand_off)
     _remember(fn, kind, s)
-    remaining = 0 if s.exhausted else (None if total is None else max(0, total - s.n))
+    remaining = 0 if s.exhausted else (None if total is None else max(0, total - s.taken))
     advice = decide(s, remaining, pool_warm=_processes_warm(), function_pickles=lambda: function_pickles(fn))
     log.info("taskloom auto mode: %s", advice)
     return Choice(by_name(advice.mode), advice, s.head, workers or advice.workers, s, source)

@@ -11,6 +11,7 @@ import contextvars
 from collections.abc import Hashable, Iterable, Iterator, Sized
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from .._backends._handover import InFlight
 from .._callables import fn_name, is_coroutine_function
 from .._options import Options
 from .._pools import get_backend
@@ -80,14 +81,21 @@ def _open(fn: Any, items: Iterable[Any], source: Iterator[Any], options: Options
     total = len(items) if isinstance(items, Sized) else None
     workers = options.workers
     advice = head = watcher = None
+    in_flight: list[InFlight] = []
+    sampled = 0  # items auto's sample took from the input (ended, or still running: in_flight)
     if engine.measures:
         # While the first sample task waits, a few more may start beside it (never under a rate
         # limit or a timeout, which sample tasks would not respect).
         overlap = 0 if options.rate is not None or options.timeout is not None else (workers or MAX_IO_THREADS) - 1
-        choice = choose(fn, source, total, workers, coroutine, overlap)
+        # With a journal, what the sample ran is laid out around what the journal held: only
+        # finished tasks are (the run takes unfinished ones over only without one).
+        choice = choose(fn, source, total, workers, coroutine, overlap, hand_off=journal is None)
         engine, advice, head, workers, source = choice.engine, choice.advice, choice.head, choice.workers, choice.source
-        if total is not None and head:
-            total -= len(head)
+        if choice.sample is not None:  # (one an earlier run measured holds none in flight)
+            in_flight = choice.sample.in_flight
+        sampled = len(head or ()) + sum(len(c.items) for c in in_flight)
+        if total is not None:
+            total -= sampled
         if choice.sample is not None:
             watcher = Reconsider(fn, choice.sample, advice, lambda e, w: get_backend(e, w, slot))
     if workers is None:
@@ -98,10 +106,10 @@ def _open(fn: Any, items: Iterable[Any], source: Iterator[Any], options: Options
     if backend is None:
         backend = get_backend(engine, workers, slot)
     listener = make_listener(options.progress, label, engine.name, backend.workers,
-                             None if total is None else total + len(head or ()))
+                             None if total is None else total + sampled)
     return Run(
         fn, source, engine=engine, backend=backend, options=options, name=label, total=total,
         # A run that may switch engines keeps the caller's context too (it may move to threads).
         context=contextvars.copy_context() if engine.sees_caller_context or watcher is not None else None,
-        advice=advice, head=head, listener=listener, watcher=watcher, journal=journal,
+        advice=advice, head=head, in_flight=in_flight, listener=listener, watcher=watcher, journal=journal,
     )

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .._backends._base import Backend, Done, Event, Events, ItemError, Job, Lost
+from .._backends._handover import HandedOver, InFlight
 from .._errors import TaskError
 from .._stats import RunStatistics
 from . import _failures as failures
@@ -93,6 +94,7 @@ class Run(Generic[T]):
         context: Any = None,
         advice: Any = None,
         head: Head | None = None,
+        in_flight: list[InFlight] | None = None,
         listener: Listener | None = None,
         watcher: Watcher | None = None,
         clock: Clock = REAL_CLOCK,
@@ -110,7 +112,7 @@ class Run(Generic[T]):
                                    rng or random.Random())
         self._clock = clock
         self._chunker = Chunker(options.chunksize, total, backend.workers)
-        self._total = None if total is None else total + len(head or ())
+        self._total = None if total is None else total + len(head or ()) + sum(len(c.items) for c in in_flight or ())
         self._prefetch = options.prefetch
         self._window = self._window_for(backend)
         self._sink: queue.SimpleQueue[Event | Events | Wake] = queue.SimpleQueue()
@@ -132,6 +134,8 @@ class Run(Generic[T]):
         backend.prepare(self._job)
         if head:
             self._add_head(head)
+        if in_flight:
+            self._hand_over(in_flight, backend)
 
     def _window_for(self, backend: Backend) -> int:
         return backend.workers * (self._prefetch if self._prefetch is not None else backend.prefetch)
@@ -444,6 +448,14 @@ class Run(Generic[T]):
             self._journal.flush()
         self._tally.notify()
 
+    def _hand_over(self, chunks: list[InFlight], backend: Backend) -> None:
+        """Sample tasks still running where auto measured them: batches in flight on a backend of
+        their own (``HandedOver``), in their places after the head; new batches go to ``backend``."""
+        self._dispatch.backend = HandedOver(chunks)
+        for chunk in chunks:
+            self._start_group(chunk.items)
+        self._dispatch.backend = backend
+
     def _add_recorded(self, start: int, items: list[Any], records: list[Record]) -> None:
         """Items the journal holds: they end as recorded, in their place, without running."""
         group = self._delivery.open_group(start, items, [r.value for r in records],
@@ -483,13 +495,17 @@ class Run(Generic[T]):
     def _on_done(self, flight: Flight, event: Done) -> None:
         group, positions = flight.group, flight.positions
         n = len(event.values)
-        self._chunker.observe(n, event.elapsed)
-        if self._watcher is not None:
-            switch = self._watcher.observe(event.elapsed / max(n, 1), self._tally.ended, self._remaining())
-            if self._watcher.finished:
-                self._watcher = None
-            if switch is not None:
-                self._switch_to(switch)
+        # A batch that ran where new batches no longer go (before a switch, or a task auto's probe
+        # handed over) says nothing of the engine now: chunk sizes and the second look learn
+        # from the current engine's batches only.
+        if flight.backend is self._dispatch.backend:
+            self._chunker.observe(n, event.elapsed)
+            if self._watcher is not None:
+                switch = self._watcher.observe(event.elapsed / max(n, 1), self._tally.ended, self._remaining())
+                if self._watcher.finished:
+                    self._watcher = None
+                if switch is not None:
+                    self._switch_to(switch)
         self._tally.batch_ran(event, group.start, group.items, positions)
         if failures.ran_late(event, self._timeout):
             pos = 0 if positions is None else positions[0]
