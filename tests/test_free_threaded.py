@@ -23,7 +23,7 @@ import pytest
 import taskloom as tl
 from taskloom import _system
 from taskloom._backends import _threads
-from taskloom._sampling import SCALES, Sample, _measure_scaling, _scaling_probe
+from taskloom._sampling import SCALES, Sample, _measure_scaling, _scaling_probe, run_sample
 from taskloom._workload import decide, forget, scaled
 from taskloom.testing import stress
 from tests import free_threaded_tasks as tasks
@@ -294,6 +294,17 @@ def test_the_scaling_probe_stops_at_once_when_threads_run_far_slower_than_one() 
     assert len(s.head) <= 1 + 2 * 2, f"the probe ran {len(s.head) - 1} tasks at 30x the pace of one"
     assert [h[0] for h in s.head] == list(range(len(s.head)))
     assert next(items) == len(s.head), "an item was taken and lost"
+
+
+@pytest.mark.skipif(not TWO_CPUS, reason="threads are probed only with two CPUs")
+def test_a_short_job_is_not_probed_for_thread_scaling() -> None:
+    # 500 tasks of a few us: the whole job is ~1 ms on one thread, and no reading of threads could
+    # make a pool worth it; 100,000 of them may be.
+    short = run_sample(lambda x: x * 2, iter(range(500)), 0.05, total=500, free_threaded=True)
+    assert short.scaling == {}
+    assert decide(short, 500 - short.n, cpus=2, free_threaded=True).mode == "sequential"
+    long = run_sample(lambda x: x * 2, iter(range(10**6)), 0.05, total=10**6, free_threaded=True)
+    assert 2 in long.scaling
 
 
 def test_the_n_thread_probe_is_skipped_when_two_threads_do_not_scale() -> None:

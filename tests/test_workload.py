@@ -109,8 +109,8 @@ def test_tiny_tasks_are_not_probed_on_threads() -> None:
     assert s.thread_speedup is None
     if gil_enabled():
         assert s.n == 64
-    else:  # without a GIL they are, many at a time (tests/test_free_threaded.py)
-        assert 2 in s.scaling
+    else:  # without a GIL, a long job of them is, many at a time; this one is too short to be worth it
+        assert s.scaling == {}
 
 
 def test_gil_releasing_cpu_work_goes_to_threads() -> None:

@@ -43,6 +43,10 @@ PROBE_MIN_TASK = 100e-6  # seconds: shorter tasks are not probed for parallel th
 SCALING_TAKE = 0.5e-3  # seconds of work a scaling-probe thread takes from the input at once (tiny tasks)
 SCALES = 1.2  # without a GIL, N threads must run this much faster than one to count as scaling
 HOPELESS = 2  # the scaling probe stops when a thread's tasks run this many times slower than N x one alone
+#: without a GIL, threads are probed only when the rest of a job of known length would take this many
+#: seconds on one thread: below it they could save little more than measuring them costs (and two
+#: threads on tasks of a few us read anywhere from 1.0 to 1.8x on 3.13t)
+SCALING_WORTH = 0.02
 MAX_IO_THREADS = 256  # ThreadPoolExecutor(200) is what users reach for on many slow fetches
 PICKLE_BYTES_PER_SECOND = 0.8e9  # pickling (or unpickling) a large buffer: numpy, bytes, str (a prior)
 
@@ -407,7 +411,8 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
     if s.failed:
         return s
     if free:
-        if s.timed and s.cpu_ratio >= CPU_BOUND_RATIO and not s.exhausted and usable_cpus() > 1:
+        worth = total is None or (total - s.n) * s.per_task >= SCALING_WORTH
+        if s.timed and s.cpu_ratio >= CPU_BOUND_RATIO and not s.exhausted and usable_cpus() > 1 and worth:
             _measure_scaling(fn, source, s, budget, total=total, hand_off=hand_off)
         _measure_pickling(s)
         return s
