@@ -168,14 +168,17 @@ def test_crash_with_on_error_raise_raises_worker_crashed(tmp_path: Any) -> None:
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="parallel CPU work needs two CPUs")
 def test_auto_switched_to_processes_retries_a_crash_as_processes_mode_does(tmp_path: Any) -> None:
-    # The first tasks are tiny (auto runs them sequentially); the rest are 10 000x heavier, so the
-    # run switches to processes. The first heavy task that runs in a worker kills it: the switched
+    # The first tasks are tiny (auto runs them sequentially); the rest are ~100 000x heavier, so the
+    # run switches to processes (a busy machine can stretch a tiny sample task to the 5 ms after
+    # which the sample starts another beside it: 10 000x heavier tasks, ~20 ms, then read as
+    # under 4x the sampled time, and the run did not switch). The first heavy task that runs in a worker kills it: the switched
     # run must retry it on a fresh worker, as mode="processes" does (crash_retries=1), not fail.
     # One task per batch: a crash of a batch of several is split and rerun uncounted whatever the
     # crash retries, which would prove nothing here.
-    items: list[Any] = [(1, None)] * 100 + [(300_000, str(tmp_path))] * 100
+    items: list[Any] = [(1, None)] * 100 + [(3_000_000, str(tmp_path))] * 16
     run = tl.imap(tasks.grow_or_crash_once, items, chunksize=1)
-    assert list(run) == [sum(i * i for i in range(n)) for n, _ in items]
+    value = {n: sum(i * i for i in range(n)) for n in (1, 3_000_000)}
+    assert list(run) == [value[n] for n, _ in items]
     assert run.advice is not None
     assert run.advice.mode == "processes", run.advice
     assert run.advice.reasons[0].startswith("Switched during the run"), run.advice
