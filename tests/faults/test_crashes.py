@@ -172,7 +172,8 @@ def test_auto_switched_to_processes_retries_a_crash_as_processes_mode_does(tmp_p
     # run switches to processes (a busy machine can stretch a tiny sample task to the 5 ms after
     # which the sample starts another beside it: 10 000x heavier tasks, ~20 ms, then read as
     # under 4x the sampled time, and the run did not switch). The first heavy task that runs in a
-    # worker kills it: the switched run must retry it on a fresh worker, as mode="processes" does (crash_retries=1), not fail.
+    # worker kills it: the switched run must retry it on a fresh worker, as mode="processes" does
+    # (crash_retries=1), not fail.
     # One task per batch: a crash of a batch of several is split and rerun uncounted whatever the
     # crash retries, which would prove nothing here.
     items: list[Any] = [(1, None)] * 100 + [(3_000_000, str(tmp_path))] * 16
