@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from ._backends._base import ItemError
-from ._backends._handover import InFlight
+from ._backends._handover import InFlight, items_in
 from ._system import default_threads, gil_enabled, usable_cpus
 
 SAMPLE_MAX = 64  # sample tasks at most
@@ -84,7 +84,7 @@ class Sample:
     @property
     def taken(self) -> int:
         """Items the sample took from the input: those in ``head`` and those still in flight."""
-        return len(self.head) + sum(len(c.items) for c in self.in_flight)
+        return len(self.head) + items_in(self.in_flight)
 
     @property
     def per_task(self) -> float:

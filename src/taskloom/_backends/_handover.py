@@ -64,6 +64,11 @@ class InFlight:
 
 
 
+def items_in(chunks: list[InFlight]) -> int:
+    """How many items ``chunks`` hold."""
+    return sum(len(c.items) for c in chunks)
+
+
 class HandedOver(Backend):
     """The backend of a run's ``InFlight`` chunks: ``submit`` takes them in the order given.
 

@@ -11,7 +11,7 @@ import contextvars
 from collections.abc import Hashable, Iterable, Iterator, Sized
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .._backends._handover import InFlight
+from .._backends._handover import InFlight, items_in
 from .._callables import fn_name, is_coroutine_function
 from .._options import Options
 from .._pools import get_backend
@@ -93,7 +93,7 @@ def _open(fn: Any, items: Iterable[Any], source: Iterator[Any], options: Options
         engine, advice, head, workers, source = choice.engine, choice.advice, choice.head, choice.workers, choice.source
         if choice.sample is not None:  # (one an earlier run measured holds none in flight)
             in_flight = choice.sample.in_flight
-        sampled = len(head or ()) + sum(len(c.items) for c in in_flight)
+        sampled = len(head or ()) + items_in(in_flight)
         if total is not None:
             total -= sampled
         if choice.sample is not None:

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .._backends._base import Backend, Done, Event, Events, ItemError, Job, Lost
-from .._backends._handover import HandedOver, InFlight
+from .._backends._handover import HandedOver, InFlight, items_in
 from .._errors import TaskError
 from .._stats import RunStatistics
 from . import _failures as failures
@@ -112,7 +112,7 @@ class Run(Generic[T]):
                                    rng or random.Random())
         self._clock = clock
         self._chunker = Chunker(options.chunksize, total, backend.workers)
-        self._total = None if total is None else total + len(head or ()) + sum(len(c.items) for c in in_flight or ())
+        self._total = None if total is None else total + len(head or ()) + items_in(in_flight or [])
         self._prefetch = options.prefetch
         self._window = self._window_for(backend)
         self._sink: queue.SimpleQueue[Event | Events | Wake] = queue.SimpleQueue()
