@@ -97,7 +97,7 @@ class SecondLook:
     def __init__(self) -> None:
         self.seen: list[float] = []
 
-    def observe(self, per_task: float, tasks_done: int, remaining: int | None) -> None:
+    def observe(self, per_task: float, cpu: Any, tasks_done: int, remaining: int | None) -> None:
         self.seen.append(per_task)
 
 
@@ -130,7 +130,9 @@ def test_a_run_takes_handed_over_tasks_in_their_places_whenever_they_end() -> No
     thread, out = consume(run)
     # The engine runs the rest meanwhile (as far as the window lets it read ahead of the late
     # chunk); in order, nothing after the late chunk is handed out.
-    assert poll_until(lambda: run.statistics().completed >= 2 + 1 + 2, timeout=30), run.statistics()
+    # (The consumer thread appends a result after the run counted it: wait for both.)
+    assert poll_until(lambda: run.statistics().completed >= 2 + 1 + 2 and len(out) >= 3, timeout=30), (
+        run.statistics(), out)
     assert out == [0, 10, 20]
     finish(late, [30, 40])
     join(thread, "the run to end once the handed-over tasks ended")

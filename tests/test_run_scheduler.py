@@ -235,7 +235,7 @@ class SwitchAfter:
     def __init__(self, n: int, switch: Switch) -> None:
         self.n, self.switch, self.finished = n, switch, False
 
-    def observe(self, per_task: float, tasks_done: int, remaining: int | None) -> Switch | None:
+    def observe(self, per_task: float, cpu: object, tasks_done: int, remaining: int | None) -> Switch | None:
         if tasks_done >= self.n:
             self.finished = True
             return self.switch
@@ -263,7 +263,7 @@ def test_a_watcher_that_finished_is_not_asked_again() -> None:
     class Once(SwitchAfter):
         calls = 0
 
-        def observe(self, per_task: float, tasks_done: int, remaining: int | None) -> Switch | None:
+        def observe(self, per_task: float, cpu: object, tasks_done: int, remaining: int | None) -> Switch | None:
             Once.calls += 1
             self.finished = True
             return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import subprocess
 import sys
 import threading
@@ -14,6 +15,9 @@ from typing import Any
 import pytest
 
 import taskloom as tl
+from taskloom._backends._base import Batch, CpuTime, Job
+from taskloom._modes import by_name
+from taskloom._pools import get_backend
 from taskloom._sampling import MAX_IO_THREADS, Sample
 from taskloom._system import gil_enabled
 from taskloom._workload import ASSUMED_TASKS, Reconsider, _item_kind, _recall, decide, forget, io_workers
@@ -355,17 +359,111 @@ def test_the_second_look_switches_only_while_items_are_left_to_move() -> None:
     # Every item already went to the engine: there is nothing to move, and the advice stays (on a
     # busy machine, sleeping tasks that woke late once read as a "switch" to sequential at the end).
     done = second_look()
-    assert [done.observe(0.05, 100 + i, 0) for i in range(4)] == [None] * 4
+    assert [done.observe(0.05, None, 100 + i, 0) for i in range(4)] == [None] * 4
     assert opened == []
     assert not done.finished
     # The same readings with items left: one switch, after two deviating batches in a row.
     left = second_look()
-    assert left.observe(0.05, 100, 500) is None
-    switch = left.observe(0.05, 110, 490)
+    assert left.observe(0.05, None, 100, 500) is None
+    switch = left.observe(0.05, None, 110, 490)
     assert switch is not None
     assert switch.advice.mode == "processes"
     assert opened == ["processes"]
     assert left.finished
+
+
+def test_the_second_look_reads_the_later_tasks_own_computing_not_the_samples() -> None:
+    # Tiny first tasks that read as mostly waiting (a busy machine, a thread beside them holding
+    # the GIL: CI saw it), then tasks 50 ms long that compute throughout. The sample's share of
+    # computing is not theirs: read from the batches, they go to processes, not to threads.
+    sampled = synthetic(1e-5, 0.1)
+    first = decide(sampled, 1000)
+    assert first.mode == "threads", first
+    look = Reconsider(pure_python, sampled, first, lambda engine, workers: None)
+    assert look.observe(0.05, CpuTime(0.05, 0.0, 0.0), 100, 500) is None
+    switch = look.observe(0.05, CpuTime(0.045, 0.005, 0.0), 110, 490)  # 5 ms of it waiting for a busy CPU
+    assert switch is not None
+    assert switch.advice.mode == "processes", switch.advice
+    assert switch.advice.measurements["cpu_ratio"] == pytest.approx(1.0)
+    # Unmeasured (None), the sample's 10% computing is all there is to go on: it stays on threads.
+    blind = Reconsider(pure_python, sampled, first, lambda engine, workers: None)
+    blind.observe(0.05, None, 100, 500)
+    assert blind.observe(0.05, None, 110, 490) is None
+
+
+@pytest.mark.skipif(not gil_enabled(), reason="the GIL's wait is what is allowed for")
+def test_the_second_look_on_threads_tells_a_wait_for_the_gil_from_a_wait_for_io() -> None:
+    sampled = synthetic(0.01, 0.05)  # sampled: 10 ms tasks, mostly waiting -> threads
+    first = decide(sampled, 1000)
+    assert first.mode == "threads", first
+    assert first.workers >= 8, first
+    # Later tasks take 0.4 s on the threads, 50 ms of it computing and the rest waiting for the
+    # GIL while the other threads computed: alone they take 50 ms, all of it CPU -> processes.
+    gil_bound = Reconsider(pure_python, sampled, first, lambda engine, workers: None)
+    gil_bound.observe(0.4, CpuTime(0.05, 0.0, 0.35), 100, 500)
+    switch = gil_bound.observe(0.4, CpuTime(0.05, 0.0, 0.35), 110, 490)
+    assert switch is not None
+    assert switch.advice.mode == "processes", switch
+    assert switch.advice.reasons[0].startswith("Switched during the run: tasks now take 0.05 s each")
+    # 0.4 s of which 1 ms computes and the rest is no one's computing: a wait for I/O, which
+    # threads are right for (no switch).
+    io_bound = Reconsider(pure_python, sampled, first, lambda engine, workers: None)
+    io_bound.observe(0.4, CpuTime(0.001, 0.0, 0.0), 100, 500)
+    assert io_bound.observe(0.4, CpuTime(0.001, 0.0, 0.0), 110, 490) is None
+
+
+def burn_or_sleep(x: int) -> int:
+    if x < 0:
+        time.sleep(0.1)
+        return x
+    return pure_python(x)
+
+
+@pytest.mark.parametrize("mode", ["sequential", "threads", "processes"])
+def test_a_batch_asked_to_measure_reports_its_computing_and_waiting_where_it_ran(mode: str) -> None:
+    backend = get_backend(by_name(mode), 1)
+    job = Job(burn_or_sleep, "burn_or_sleep")
+    backend.prepare(job)
+    sink: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    burn, nap, plain = (Batch(job, [300_000, 300_000], sink, measure_cpu=True),
+                        Batch(job, [-1], sink, measure_cpu=True), Batch(job, [1], sink))
+    for batch in (burn, nap, plain):
+        backend.submit(batch)
+    backend.run_inline()
+    done = {e.batch_id: e for e in (sink.get(timeout=120) for _ in range(3))}
+    assert [done[b.id].values for b in (burn, nap, plain)] == [[burn_or_sleep(300_000)] * 2, [-1], [0]]
+    computed, queued, gil = done[burn.id].cpu
+    assert computed + queued + gil >= 0.5 * done[burn.id].elapsed, done[burn.id]  # on a busy machine too
+    computed, queued, gil = done[nap.id].cpu
+    assert computed + queued + gil < 0.5 * done[nap.id].elapsed, done[nap.id]  # a sleep is no computing
+    assert done[plain.id].cpu is None  # not asked: not measured
+
+
+@pytest.mark.skipif(not gil_enabled(), reason="a wait for the GIL needs a GIL")
+def test_a_batch_beside_a_busy_thread_reads_its_wait_for_the_gil_as_no_wait_for_io() -> None:
+    # What CI saw: a thread of the same process (Dask's event loop there) takes the GIL from
+    # the caller's tasks. The time they wait for it is neither computing nor I/O.
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            sum(range(1000))
+
+    spinner = threading.Thread(target=spin, daemon=True)
+    spinner.start()
+    try:
+        backend = get_backend(by_name("sequential"), 1)
+        sink: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        batch = Batch(Job(pure_python, "pure_python"), [300_000] * 4, sink, measure_cpu=True)
+        backend.submit(batch)
+        backend.run_inline()
+        done = sink.get(timeout=120)
+    finally:
+        stop.set()
+        spinner.join(timeout=60)
+    cpu = done.cpu
+    assert cpu.gil > 0.2 * done.elapsed, done  # the two threads took turns for the GIL
+    assert cpu.computed + cpu.queued + cpu.gil >= 0.7 * done.elapsed, done
 
 
 # -- what auto measured is reused by later runs of the same function ---------------------------------

@@ -4,7 +4,7 @@
 whose results are kept, in input order, in ``Sample.head``), and measures:
 
 * wall time and CPU time of the calling thread per task -> the share of time spent waiting, with
-  run-queue wait (a busy machine) counted as neither (``_runqueue_seconds``, Linux schedstat);
+  run-queue wait (a busy machine) counted as neither (``runqueue_seconds``, Linux schedstat);
 * while a first task only waits, more tasks start beside it on threads (``_Overlap``: a slow
   fetch is not sampled one at a time);
 * for CPU-bound tasks, two threads running two tasks at once -> does the function release the GIL
@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from ._backends._base import ItemError
+from ._backends._base import ItemError, cpu_mark, cpu_since, runqueue_seconds
 from ._backends._handover import InFlight, items_in
 from ._system import default_threads, gil_enabled, usable_cpus
 
@@ -109,21 +109,6 @@ class Sample:
         return any(h[2] is not None for h in self.head)
 
 
-def _runqueue_seconds(native_id: int | None = None) -> float:
-    """Seconds a thread (this one by default) has waited for a CPU while runnable (Linux
-    schedstat), else 0.
-
-    On a busy machine a computing thread also waits - for a CPU, not for I/O. That time is
-    counted as computing, or CPU-bound work would look like I/O and go to threads.
-    """
-    path = "/proc/thread-self/schedstat" if native_id is None else f"/proc/self/task/{native_id}/schedstat"
-    try:
-        with open(path) as f:
-            return int(f.read().split()[1]) / 1e9
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
 class _Overlap:
     """While the caller runs its first sample task, start a few more if that task only waits.
 
@@ -163,7 +148,7 @@ class _Overlap:
 
     def _clocks(self) -> tuple[float, float, float]:
         """(wall, CPU time, run-queue wait) of the caller's thread, now."""
-        return time.perf_counter(), time.clock_gettime(self._clock), _runqueue_seconds(self._native_id)
+        return time.perf_counter(), time.clock_gettime(self._clock), runqueue_seconds(self._native_id)
 
     @classmethod
     def start(cls, fn: Callable[[Any], Any], source: Iterator[Any], extra: int, probe: bool) -> _Overlap | None:
@@ -238,7 +223,7 @@ class _Overlap:
         """
         self.abandon()
         caller_ended = time.perf_counter()
-        caller_busy = time.clock_gettime(self._clock) + _runqueue_seconds(self._native_id) - self._probe_busy0
+        caller_busy = time.clock_gettime(self._clock) + runqueue_seconds(self._native_id) - self._probe_busy0
         for thread in self._threads:
             thread.join()
         if self.probe_started is not None and self._results and self._results[0][2] is None:
@@ -322,14 +307,14 @@ def _timed_call(fn: Callable[[Any], Any], item: Any, runqueue: bool = True) -> _
     what the task's own computing sets. ``runqueue=False``: the caller reads it around many
     calls at once (two reads of /proc per call would cost more than a tiny task).
     """
-    q0 = _runqueue_seconds() if runqueue else 0.0
+    q0 = runqueue_seconds() if runqueue else 0.0
     c0, t0 = time.thread_time(), time.perf_counter()
     try:
         value, error = fn(item), None
     except Exception as exc:
         value, error = None, ItemError(exc, traceback.format_exc(), False)
     wall, compute = time.perf_counter() - t0, min(time.perf_counter() - t0, time.thread_time() - c0)
-    waited = _runqueue_seconds() - q0 if runqueue else 0.0
+    waited = runqueue_seconds() - q0 if runqueue else 0.0
     return _Timed(value, error, wall, min(wall, compute + waited), compute)
 
 
@@ -347,7 +332,7 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
     """
     free = (not gil_enabled()) if free_threaded is None else free_threaded
     s = Sample()
-    queued = _runqueue_seconds()
+    mark = cpu_mark()
     limit = SAMPLE_MAX if total is None else min(SAMPLE_MAX, max(1, total // (4 * usable_cpus())))
     if total is not None:
         overlap = min(overlap, total - 1)
@@ -382,7 +367,7 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
             # it, the threads the watch started took turns with this one for the GIL and the CPUs:
             # on a busy machine that wait, counted as a task's, made tasks that only sleep read as
             # computing (all of the wall time: sent to processes).
-            queued = _runqueue_seconds()
+            mark = cpu_mark()
             s.head.extend(more)
             s.exhausted = watch.exhausted
             if watch.error is not None:
@@ -405,9 +390,10 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
             break
         if free and done.wall >= OVERLAP_AFTER and done.busy >= CPU_BOUND_RATIO * done.wall:
             break  # no GIL: one computing task this long is the single-thread time; the probe runs them 2 at once
-    # Time this thread waited for a CPU while it ran the tasks above (after the first) is busy
-    # time, not waiting.
-    s.cpu = min(s.wall, s.cpu + _runqueue_seconds() - queued)
+    # Time this thread waited for a CPU, or for the GIL while another thread computed, while it
+    # ran the tasks above (after the first) is busy time, not waiting.
+    kept = cpu_since(mark)
+    s.cpu = min(s.wall, s.cpu + kept.queued + kept.gil)
     if s.failed:
         return s
     if free:

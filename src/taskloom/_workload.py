@@ -60,7 +60,7 @@ from ._stats import _fmt as format_seconds
 from ._system import ASYNC_DEFAULT_WORKERS, default_threads, gil_enabled, in_worker, usable_cpus
 
 if TYPE_CHECKING:
-    from ._backends._base import Backend
+    from ._backends._base import Backend, CpuTime
     from ._modes import Mode
 
 __all__ = ["Advice", "advise"]
@@ -467,12 +467,19 @@ class Reconsider:
         self._deviations = 0
         self.finished = False
 
-    def observe(self, per_task: float, tasks_done: int, remaining: int | None) -> Switch | None:
-        """A batch finished; its tasks took ``per_task`` seconds each, ``tasks_done`` have ended so far."""
+    def observe(self, per_task: float, cpu: CpuTime | None, tasks_done: int,
+                remaining: int | None) -> Switch | None:
+        """A batch finished; its tasks took ``per_task`` seconds each, ``tasks_done`` have ended so far.
+
+        ``cpu``: where a task's time went, per task, as measured where they ran (None: not
+        measured, the sample's share of computing is assumed).
+        """
         sampled = self._sample.per_task
         if remaining == 0:  # every item has gone to the engine: a switch would move nothing
             return None
-        if tasks_done < RECONSIDER_AFTER or sampled <= 0 or 1 / SWITCH_FACTOR < per_task / sampled < SWITCH_FACTOR:
+        later = self._later(per_task, cpu)
+        if (tasks_done < RECONSIDER_AFTER or sampled <= 0
+                or 1 / SWITCH_FACTOR < later.per_task / sampled < SWITCH_FACTOR):
             self._deviations = 0
             return None
         self._deviations += 1
@@ -480,7 +487,7 @@ class Reconsider:
             return None
         self.finished = True
         s = self._sample
-        later = dataclasses.replace(s, timed=1, wall=per_task, cpu=per_task * s.cpu_ratio, exhausted=False)
+        per_task = later.per_task
         advice = decide(later, remaining, pool_warm=_processes_warm(),
                         function_pickles=lambda: function_pickles(self._fn))
         forget(self._fn)  # its tasks are not what was measured: the next run measures again
@@ -491,6 +498,21 @@ class Reconsider:
             *advice.reasons))
         engine = by_name(advice.mode)
         return Switch(engine, self._open(engine, advice.workers), switched)
+
+    def _later(self, wall: float, cpu: CpuTime | None) -> Sample:
+        """The sample, as if its tasks had taken ``wall`` seconds each, spent as ``cpu`` says.
+
+        The tasks that take much longer or shorter than sampled are other tasks: their own
+        share of computing tells CPU work from waiting, not the sample's (tiny first tasks
+        that read as waiting beside a busy thread, then heavy CPU ones, must not go to threads).
+        A wait for the GIL is not the task's own: alone (in a process) it would not wait so.
+        """
+        s = self._sample
+        if cpu is None:
+            return dataclasses.replace(s, timed=1, wall=wall, cpu=wall * s.cpu_ratio, compute=None, exhausted=False)
+        busy = cpu.computed + cpu.queued
+        own = max(busy, wall - cpu.gil)
+        return dataclasses.replace(s, timed=1, wall=own, cpu=busy, compute=cpu.computed, exhausted=False)
 
 
 def _fmt(seconds: float) -> str:

@@ -49,7 +49,7 @@ from .._modes import Processes, parse_size
 from .._system import IN_WORKER_ENV, bounded_wait, usable_cpus
 from . import _forkserver, _mainpickle
 from . import _worker as W
-from ._base import Backend, Batch, Done, ItemError, Job, Lost, Started
+from ._base import Backend, Batch, CpuTime, Done, ItemError, Job, Lost, Started
 
 DEPTH = 2  # batches sent ahead to one worker: one running, one waiting (only short ones, see _short_next)
 SEND_AHEAD_BELOW = 0.005  # seconds: a job whose batches run shorter than this gets a batch queued ahead
@@ -131,7 +131,8 @@ class ProcessBackend(Backend):
             reason = "item" if len(batch.items) == 1 else "split"
             batch.sink.put(Lost(batch.id, reason, f"could not be pickled: {detail}"))
             return
-        flags = (W.FLAG_TIMED if batch.timed else 0) | (W.FLAG_PER_ITEM if batch.per_item_timing else 0)
+        flags = ((W.FLAG_TIMED if batch.timed else 0) | (W.FLAG_PER_ITEM if batch.per_item_timing else 0)
+                 | (W.FLAG_CPU if batch.measure_cpu else 0))
         if len(batch.items) == 1:
             flags |= W.FLAG_SINGLE
         batch.payload = W.OP_BATCH + W.BATCH.pack(batch.id, batch.job.id, flags) + payload
@@ -470,7 +471,7 @@ class ProcessBackend(Backend):
     def _handle(self, w: _Worker, msg: bytes) -> None:
         op = msg[:1]
         if op == W.OP_RESULT:
-            batch_id, elapsed = W.RESULT.unpack_from(msg, 1)
+            batch_id, elapsed, *cpu = W.RESULT.unpack_from(msg, 1)
             batch = self._pop_outstanding(w, batch_id)
             if batch is None:
                 return  # cancelled meanwhile: nobody wants it
@@ -493,7 +494,8 @@ class ProcessBackend(Backend):
             errors = None
             if errs:
                 errors = {pos: ItemError(exc, tb, True) for pos, (exc, tb) in errs.items()}
-            batch.sink.put(Done(batch.id, values, errors, durations, elapsed, str(w.pid)))
+            batch.sink.put(Done(batch.id, values, errors, durations, elapsed, str(w.pid),
+                                cpu=None if cpu[0] < 0 else CpuTime(*cpu)))
         elif op == W.OP_STARTED:
             (batch_id,) = W.Q.unpack_from(msg, 1)
             for batch in w.outstanding:

@@ -24,7 +24,7 @@ class SequentialBackend(Backend):
         self._pending.append(batch)
 
     def run_inline(self) -> None:
-        from ._base import run_items
+        from ._base import cpu_mark, cpu_since, run_items
 
         while self._pending:
             batch = self._pending.popleft()
@@ -32,7 +32,9 @@ class SequentialBackend(Backend):
                 continue
             # KeyboardInterrupt and SystemExit are the caller's own: they propagate, they are not
             # a task's error (catch=Exception).
+            mark = cpu_mark() if batch.measure_cpu else None
             values, errors, durations, elapsed = run_items(
                 batch.job.fn, batch.items, per_item_timing=batch.per_item_timing
             )
-            batch.sink.put(Done(batch.id, values, errors, durations, elapsed, "caller"))
+            cpu = None if mark is None else cpu_since(mark)
+            batch.sink.put(Done(batch.id, values, errors, durations, elapsed, "caller", cpu=cpu))

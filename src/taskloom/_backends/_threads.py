@@ -42,7 +42,7 @@ from typing import Any
 
 from .._system import EXIT_NOTICE, gil_enabled
 from . import _blas, _registry
-from ._base import Backend, Batch, Done, Lost, Started, enter_depth, run_items
+from ._base import Backend, Batch, Done, Lost, Started, cpu_mark, cpu_since, enter_depth, run_items
 
 _names = count(1)
 
@@ -205,12 +205,16 @@ class ThreadBackend(Backend):
                                              per_item_timing=batch.per_item_timing, catch=BaseException)
                     ctx = batch.job.context
                     capped = _blas.acquire(self._blas_limit)
+                    mark = cpu_mark() if batch.measure_cpu else None
                     try:
                         values, errors, durations, elapsed = ctx.copy().run(call) if ctx is not None else call()
                     finally:
                         if capped:  # before Done: the run's last result finds the limits set back
                             _blas.release(self._blas_limit)
-                    batch.sink.put(Done(batch.id, values, errors, durations, elapsed, name))
+                    # A wait for the GIL counts as neither computing nor waiting for a CPU: the
+                    # reader (auto's second look) allows for it.
+                    cpu = None if mark is None else cpu_since(mark)
+                    batch.sink.put(Done(batch.id, values, errors, durations, elapsed, name, cpu=cpu))
                     # Nothing of this batch may stay referenced while the thread waits for the next:
                     # not its items or function (the caller's objects), not its results.
                     del call, ctx, values, errors, durations

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from ._base import run_items
+from ._base import cpu_mark, cpu_since, run_items
 
 # Parent -> worker
 OP_FUNCTION = b"F"  # <q job_id> + cloudpickled function
@@ -41,7 +41,7 @@ OP_STOP = b"X"
 OP_READY = b"I"  # <q pid>
 OP_INIT_FAILED = b"E"  # traceback text
 OP_STARTED = b"S"  # <q batch_id>
-OP_RESULT = b"R"  # <q batch_id, d elapsed> + pickled (values, errors, durations)
+OP_RESULT = b"R"  # <q batch_id, d elapsed, 3d CpuTime> + pickled (values, errors, durations)
 OP_LOST = b"L"  # <q batch_id> + reason byte + detail text: the batch could not run as a whole
 OP_RETIRE = b"Q"  # finished its quota (tasks or memory): the parent re-queues what it sent after
 OP_LOG = b"G"  # a pickled LogRecord dict: the parent hands it to its own logger of that name
@@ -49,6 +49,7 @@ OP_LOG = b"G"  # a pickled LogRecord dict: the parent hands it to its own logger
 FLAG_TIMED = 1
 FLAG_PER_ITEM = 2
 FLAG_SINGLE = 4  # a batch of one item: a failure to unpickle it is that item's own
+FLAG_CPU = 8  # measure where the batch's time went (else its CpuTime is sent as -1s)
 
 Q = struct.Struct("<q")
 #: What the main thread took last, in a small memory page the parent can read after a death: a
@@ -56,7 +57,7 @@ Q = struct.Struct("<q")
 #: took was not run, so it is sent again without counting a crash.
 TAKEN = Q
 BATCH = struct.Struct("<qqB")
-RESULT = struct.Struct("<qd")
+RESULT = struct.Struct("<qdddd")
 
 LOST_SPLIT = b"s"  # run the items one by one to find the culprit
 LOST_ITEM = b"i"  # this single item could not be unpickled here
@@ -347,6 +348,7 @@ def main(conn: Connection, config: WorkerConfig, taken: Any = None) -> None:
             return (quota is not None and done >= quota) or (
                 config.max_memory is not None and _rss() > config.max_memory)
 
+        mark = cpu_mark() if flags & FLAG_CPU else None
         values, errors, durations, elapsed = run_items(
             fn_or_exc, items, per_item_timing=bool(flags & FLAG_PER_ITEM), catch=BaseException,
             stop=at_quota if quota is not None or config.max_memory is not None else None,
@@ -356,7 +358,8 @@ def main(conn: Connection, config: WorkerConfig, taken: Any = None) -> None:
         payload = _pack_results(values, errors, durations, names.get(job_id, "the function"),
                                 config.max_result_size)
         del values
-        send(OP_RESULT + RESULT.pack(batch_id, elapsed) + payload)
+        cpu = (-1.0, -1.0, -1.0) if mark is None else cpu_since(mark)
+        send(OP_RESULT + RESULT.pack(batch_id, elapsed, *cpu) + payload)
         del payload
         tasks_done += ran
         if (config.max_tasks is not None and tasks_done >= config.max_tasks) or (

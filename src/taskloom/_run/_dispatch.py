@@ -47,6 +47,7 @@ class Dispatch:
         self._sink = sink
         self._timeout = timeout
         self._per_item_timing = per_item_timing
+        self.measure_cpu = False  # batches report their CPU time (auto's second look reads it)
         self._tally = tally
         self._flights: dict[int, Flight] = {}
         self._deadlines: Timeline[int] = Timeline()  # batch ids
@@ -56,7 +57,7 @@ class Dispatch:
         """Send the group's items at ``positions`` (None: all) to the backend as one batch."""
         items = group.items if positions is None else [group.items[p] for p in positions]
         batch = Batch(self._job, items, self._sink, timed=self._timeout is not None,
-                      per_item_timing=self._per_item_timing)
+                      per_item_timing=self._per_item_timing, measure_cpu=self.measure_cpu)
         self._flights[batch.id] = Flight(batch, group, positions, self.backend)
         self._tally.dispatched()
         self.backend.submit(batch)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from .._backends._base import Backend
+    from .._backends._base import Backend, CpuTime
     from .._modes import Mode
 
 
@@ -40,8 +40,12 @@ class Switch:
 class Watcher(Protocol):
     """Looks at a run's finished batches and may ask it to switch engines (auto mode)."""
 
-    def observe(self, per_task: float, tasks_done: int, remaining: int | None) -> Switch | None:
-        """A batch finished, its tasks took ``per_task`` s each; a ``Switch``, or None to stay."""
+    def observe(self, per_task: float, cpu: CpuTime | None, tasks_done: int,
+                remaining: int | None) -> Switch | None:
+        """A batch finished, its tasks took ``per_task`` s each; a ``Switch``, or None to stay.
+
+        ``cpu``: where a task's time went, per task, where the engine measured it (``Done.cpu``).
+        """
         ...
 
     @property

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from .._backends._base import Backend, Done, Event, Events, ItemError, Job, Lost
+from .._backends._base import Backend, CpuTime, Done, Event, Events, ItemError, Job, Lost
 from .._backends._handover import HandedOver, InFlight, items_in
 from .._errors import TaskError
 from .._stats import RunStatistics
@@ -129,6 +129,7 @@ class Run(Generic[T]):
         self._cancelled = False
         self._done = False
         self._watcher = watcher
+        self._dispatch.measure_cpu = watcher is not None
         self._bucket = None if options.rate is None else TokenBucket(options.rate, clock.now())
         self._journal = journal  # items that end are recorded there; the items it held come in as ended
         backend.prepare(self._job)
@@ -501,9 +502,12 @@ class Run(Generic[T]):
         if flight.backend is self._dispatch.backend:
             self._chunker.observe(n, event.elapsed)
             if self._watcher is not None:
-                switch = self._watcher.observe(event.elapsed / max(n, 1), self._tally.ended, self._remaining())
+                ran = max(n, 1)
+                cpu = None if event.cpu is None else CpuTime(*(t / ran for t in event.cpu))
+                switch = self._watcher.observe(event.elapsed / ran, cpu, self._tally.ended, self._remaining())
                 if self._watcher.finished:
                     self._watcher = None
+                    self._dispatch.measure_cpu = False
                 if switch is not None:
                     self._switch_to(switch)
         self._tally.batch_ran(event, group.start, group.items, positions)
