@@ -510,9 +510,11 @@ class Reconsider:
         s = self._sample
         if cpu is None:
             return dataclasses.replace(s, timed=1, wall=wall, cpu=wall * s.cpu_ratio, compute=None, exhausted=False)
-        busy = cpu.computed + cpu.queued
-        own = max(busy, wall - cpu.gil)
-        return dataclasses.replace(s, timed=1, wall=own, cpu=busy, compute=cpu.computed, exhausted=False)
+        # The clocks were read around the batch, the wall time inside it: no share exceeds it.
+        computed = min(cpu.computed, wall)
+        queued = min(cpu.queued, wall - computed)
+        own = wall - min(cpu.gil, wall - computed - queued)
+        return dataclasses.replace(s, timed=1, wall=own, cpu=computed + queued, compute=computed, exhausted=False)
 
 
 def _fmt(seconds: float) -> str:
