@@ -372,6 +372,25 @@ def test_the_second_look_switches_only_while_items_are_left_to_move() -> None:
     assert left.finished
 
 
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="parallel CPU work needs two CPUs")
+def test_a_second_look_that_keeps_the_engine_goes_on_looking() -> None:
+    # Tiny tasks (3 us) whose batches read 12 us twice (a page fault, an interrupt): the choice
+    # is made again and stays sequential. That must not use up the look: the heavy tasks after
+    # them still switch the run to processes (make test-ft failed so).
+    sampled = synthetic(3e-6, 1.0)
+    first = decide(sampled, 1000)
+    assert first.mode == "sequential", first
+    look = Reconsider(pure_python, sampled, first, lambda engine, workers: None)
+    assert look.observe(12e-6, CpuTime(12e-6, 0.0, 0.0), 100, 900) is None
+    assert look.observe(12e-6, CpuTime(12e-6, 0.0, 0.0), 101, 899) is None
+    assert not look.finished
+    assert look.observe(0.3, CpuTime(0.3, 0.0, 0.0), 102, 898) is None
+    switch = look.observe(0.3, CpuTime(0.3, 0.0, 0.0), 103, 897)
+    assert switch is not None
+    assert switch.advice.mode == "processes", switch.advice
+    assert look.finished
+
+
 def test_the_second_look_reads_the_later_tasks_own_computing_not_the_samples() -> None:
     # Tiny first tasks that read as mostly waiting (a busy machine, a thread beside them holding
     # the GIL: CI saw it), then tasks 50 ms long that compute throughout. The sample's share of

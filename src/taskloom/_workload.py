@@ -452,10 +452,13 @@ class Reconsider:
     """Auto's second look during a run: the same model, fed the per-task time measured there.
 
     If tasks take much longer or shorter than sampled (``SWITCH_FACTOR``, after
-    ``RECONSIDER_AFTER`` tasks), the choice is made again, once. It takes two batches in a row
+    ``RECONSIDER_AFTER`` tasks), the choice is made again. It takes two batches in a row
     that differ: the first one where the change shows is usually a mix of old and new tasks, and
-    its average would understate the change. The run is then asked to switch: the rule lives
-    here, with the measuring; the run only knows how to switch.
+    its average would understate the change. The run is then asked to switch, once: the rule
+    lives here, with the measuring; the run only knows how to switch. A choice made again that
+    keeps the engine does not end the look: the new task length becomes what later batches are
+    compared with (tiny tasks of 3 us whose batches read 12 us, a page fault or an interrupt,
+    used up the one look, and the heavy tasks after them stayed on it: a CI failure).
     """
 
     def __init__(self, fn: Callable[..., Any], sample: Sample, advice: Advice,
@@ -465,6 +468,7 @@ class Reconsider:
         self._advice = advice
         self._open = open_backend
         self._deviations = 0
+        self._basis = sample.per_task  # what a batch's tasks are compared with
         self.finished = False
 
     def observe(self, per_task: float, cpu: CpuTime | None, tasks_done: int,
@@ -474,25 +478,26 @@ class Reconsider:
         ``cpu``: where a task's time went, per task, as measured where they ran (None: not
         measured, the sample's share of computing is assumed).
         """
-        sampled = self._sample.per_task
+        basis = self._basis
         if remaining == 0:  # every item has gone to the engine: a switch would move nothing
             return None
         later = self._later(per_task, cpu)
-        if (tasks_done < RECONSIDER_AFTER or sampled <= 0
-                or 1 / SWITCH_FACTOR < later.per_task / sampled < SWITCH_FACTOR):
+        if (tasks_done < RECONSIDER_AFTER or basis <= 0
+                or 1 / SWITCH_FACTOR < later.per_task / basis < SWITCH_FACTOR):
             self._deviations = 0
             return None
         self._deviations += 1
         if self._deviations < 2:
             return None
-        self.finished = True
         s = self._sample
         per_task = later.per_task
         advice = decide(later, remaining, pool_warm=_processes_warm(),
                         function_pickles=lambda: function_pickles(self._fn))
         forget(self._fn)  # its tasks are not what was measured: the next run measures again
         if advice.mode == self._advice.mode:
+            self._basis, self._deviations = per_task, 0
             return None
+        self.finished = True
         switched = dataclasses.replace(advice, reasons=(
             f"Switched during the run: tasks now take {per_task:.3g} s each, not {s.per_task:.3g} s as sampled.",
             *advice.reasons))

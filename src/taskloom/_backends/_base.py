@@ -158,13 +158,14 @@ def cpu_since(mark: CpuMark) -> CpuTime:
     computing make each wait for the k-1 others), less in proportion when they held it less
     (their computing then mostly fell in this thread's waits for I/O). A task that only
     sleeps beside a thread that computes all the time reads as waiting for the GIL: there is
-    no telling those apart from here. About 25 us (a read of /proc): measured per batch,
-    only for auto's runs.
+    no telling those apart from here; nor a GIL held by a thread that waits for a CPU (on a
+    busy machine the estimate falls short). About 25 us (a read of /proc): measured per
+    batch, only for auto's runs.
     """
     # The clocks first, /proc after: the read is not the batch's computing (a tiny task's batch
     # of a few us would read as ~30 us of work).
-    wall, cpu, process = time.perf_counter(), time.thread_time(), time.process_time()
-    now = CpuMark(wall, cpu, runqueue_seconds(), process)
+    at, cpu, process = time.perf_counter(), time.thread_time(), time.process_time()
+    now = CpuMark(at, cpu, runqueue_seconds(), process)
     computed = max(0.0, now.cpu - mark.cpu)
     queued = max(0.0, now.queued - mark.queued)
     gil = 0.0

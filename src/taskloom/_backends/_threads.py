@@ -211,8 +211,7 @@ class ThreadBackend(Backend):
                     finally:
                         if capped:  # before Done: the run's last result finds the limits set back
                             _blas.release(self._blas_limit)
-                    # A wait for the GIL counts as neither computing nor waiting for a CPU: the
-                    # reader (auto's second look) allows for it.
+                    # The pool's other threads computing meanwhile: a wait for the GIL (CpuTime.gil).
                     cpu = None if mark is None else cpu_since(mark)
                     batch.sink.put(Done(batch.id, values, errors, durations, elapsed, name, cpu=cpu))
                     # Nothing of this batch may stay referenced while the thread waits for the next:
