@@ -147,7 +147,7 @@ class CpuTime(NamedTuple):
     gil: float  # waiting for the GIL while other threads of this process computed (at most)
 
 
-def cpu_since(mark: CpuMark) -> CpuTime:
+def cpu_since(mark: CpuMark, gil: bool = True) -> CpuTime:
     """How this thread spent its time since ``mark``, besides waiting for I/O.
 
     A wait for a CPU or for the GIL is no wait for I/O: a CPU-bound task counted so would read
@@ -160,7 +160,9 @@ def cpu_since(mark: CpuMark) -> CpuTime:
     sleeps beside a thread that computes all the time reads as waiting for the GIL: there is
     no telling those apart from here; nor a GIL held by a thread that waits for a CPU (on a
     busy machine the estimate falls short). About 25 us (a read of /proc): measured per
-    batch, only for auto's runs.
+    batch, only for auto's runs. ``gil=False``: no estimate (a pool's thread: the other
+    threads computing are the pool's own, and 256 threads fetching read their whole sleep as a
+    wait for the GIL, and went to processes).
     """
     # The clocks first, /proc after: the read is not the batch's computing (a tiny task's batch
     # of a few us would read as ~30 us of work).
@@ -168,12 +170,12 @@ def cpu_since(mark: CpuMark) -> CpuTime:
     now = CpuMark(at, cpu, runqueue_seconds(), process)
     computed = max(0.0, now.cpu - mark.cpu)
     queued = max(0.0, now.queued - mark.queued)
-    gil = 0.0
+    waited = 0.0
     wall = now.wall - mark.wall
-    if gil_enabled() and wall > 0:
+    if gil and gil_enabled() and wall > 0:
         others = max(0.0, now.process - mark.process - computed)
-        gil = min(max(0.0, wall - computed - queued), others) * min(1.0, 2 * others / wall)
-    return CpuTime(computed, queued, gil)
+        waited = min(max(0.0, wall - computed - queued), others) * min(1.0, 2 * others / wall)
+    return CpuTime(computed, queued, waited)
 
 
 class Started(NamedTuple):

@@ -211,8 +211,8 @@ class ThreadBackend(Backend):
                     finally:
                         if capped:  # before Done: the run's last result finds the limits set back
                             _blas.release(self._blas_limit)
-                    # The pool's other threads computing meanwhile: a wait for the GIL (CpuTime.gil).
-                    cpu = None if mark is None else cpu_since(mark)
+                    # The other threads computing meanwhile are mostly this pool's: no GIL estimate.
+                    cpu = None if mark is None else cpu_since(mark, gil=False)
                     batch.sink.put(Done(batch.id, values, errors, durations, elapsed, name, cpu=cpu))
                     # Nothing of this batch may stay referenced while the thread waits for the next:
                     # not its items or function (the caller's objects), not its results.
