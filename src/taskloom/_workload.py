@@ -481,9 +481,11 @@ class Reconsider:
         basis = self._basis
         if remaining == 0:  # every item has gone to the engine: a switch would move nothing
             return None
+        if tasks_done < RECONSIDER_AFTER or basis <= 0:  # before building a Sample for each batch
+            self._deviations = 0
+            return None
         later = self._later(per_task, cpu)
-        if (tasks_done < RECONSIDER_AFTER or basis <= 0
-                or 1 / SWITCH_FACTOR < later.per_task / basis < SWITCH_FACTOR):
+        if 1 / SWITCH_FACTOR < later.per_task / basis < SWITCH_FACTOR:
             self._deviations = 0
             return None
         self._deviations += 1

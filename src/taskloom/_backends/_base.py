@@ -167,13 +167,12 @@ def cpu_since(mark: CpuMark, gil: bool = True) -> CpuTime:
     # The clocks first, /proc after: the read is not the batch's computing (a tiny task's batch
     # of a few us would read as ~30 us of work).
     at, cpu, process = time.perf_counter(), time.thread_time(), time.process_time()
-    now = CpuMark(at, cpu, runqueue_seconds(), process)
-    computed = max(0.0, now.cpu - mark.cpu)
-    queued = max(0.0, now.queued - mark.queued)
+    computed = max(0.0, cpu - mark.cpu)
+    queued = max(0.0, runqueue_seconds() - mark.queued)
     waited = 0.0
-    wall = now.wall - mark.wall
+    wall = at - mark.wall
     if gil and gil_enabled() and wall > 0:
-        others = max(0.0, now.process - mark.process - computed)
+        others = max(0.0, process - mark.process - computed)
         waited = min(max(0.0, wall - computed - queued), others) * min(1.0, 2 * others / wall)
     return CpuTime(computed, queued, waited)
 
