@@ -569,3 +569,19 @@ def test_a_recorded_error_is_raised_where_it_stands_unless_rerun_failed(backend:
     fixed = task_for(backend, helpers.square)
     assert tl.map(fixed, range(10), mode=backend, journal=journal, rerun_failed=True)[:5] == [0, 1, 4, 9, 16]
     assert tl.map(fixed, range(10), mode=backend, journal=journal)[3] == 9  # recorded now, not run again
+
+
+@pytest.mark.parametrize("missing", [0, 2])
+def test_a_recorded_error_behind_an_item_to_run_is_raised(backend: str, tmp_path: Any, missing: int) -> None:
+    """The journal holds item 3's error and not item ``missing``: that item is started, then the
+    recorded failure cancels it (fail fast). It once cancelled the flight and then waited for it (ci11)."""
+    journal, logdir = tmp_path / "run.jsonl", tmp_path / "log"
+    logdir.mkdir()
+    tl.map(_journal_task(backend, logdir), range(4), mode=backend, journal=journal, on_error="collect")
+    lines = [line for line in journal.read_text().splitlines() if json.loads(line)["index"] != missing]
+    journal.write_text("\n".join(lines) + "\n")
+    for chunksize in (1, 4):
+        with pytest.raises(tl.TaskError) as again:
+            tl.map(_journal_task(backend, logdir), range(4), mode=backend, journal=journal, chunksize=chunksize)
+        assert again.value.index == 3
+        assert "item 3 is bad" in str(again.value.__cause__)

@@ -333,6 +333,8 @@ class Run(Generic[T]):
                     self._intake.starved = False
                     self._fill()
                     self._tally.work_ends(work)  # less the time the input made it wait
+                    if self._failure is not None:  # the input raised, or the journal held a failure
+                        continue  # (its flights are cancelled: no event would come)
                     if self._delivery.open == 0 and not self._intake.open:
                         self._done = True
                         self._end()
