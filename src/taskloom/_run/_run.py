@@ -333,7 +333,7 @@ class Run(Generic[T]):
                     self._intake.starved = False
                     self._fill()
                     self._tally.work_ends(work)  # less the time the input made it wait
-                    if self._failure is not None:  # the input raised, or the journal held a failure
+                    if self._failed():  # the input raised, or the journal held a failure
                         continue  # (its flights are cancelled: no event would come)
                     if self._delivery.open == 0 and not self._intake.open:
                         self._done = True
@@ -371,6 +371,10 @@ class Run(Generic[T]):
             # nothing of this run may keep running.
             self.cancel()
             raise
+
+    def _failed(self) -> bool:
+        """A failure waits to be raised (``_fill`` may set one: mypy's narrowing cannot tell)."""
+        return self._failure is not None
 
     def _wait_time(self) -> float | None:
         """How long the consumer may block on the sink before a timer needs it."""
