@@ -18,7 +18,7 @@ import taskloom as tl
 from taskloom._backends._base import Batch, CpuTime, Job
 from taskloom._modes import by_name
 from taskloom._pools import get_backend
-from taskloom._sampling import MAX_IO_THREADS, Sample
+from taskloom._sampling import MAX_IO_THREADS, Sample, loaded
 from taskloom._system import gil_enabled
 from taskloom._workload import ASSUMED_TASKS, Reconsider, _item_kind, _recall, decide, forget, io_workers
 
@@ -226,6 +226,40 @@ def test_sleeping_tasks_are_not_taken_for_computing_on_a_busy_machine(every_cpu_
         assert list(run) == list(range(400))
         assert run.advice is not None
         assert run.advice.mode == "threads", (attempt, run.advice)
+
+
+def test_a_probe_thread_that_blocked_counts_its_run_queue_wait_only_as_the_load_explains() -> None:
+    # 10 ms: 4 computing, 2 runnable, 4 blocked (taking turns for the GIL); alone the tasks waited
+    # 0.25 s for a CPU per second computed: 1 ms of the 2 is the machine's, the rest the GIL's.
+    assert loaded(0.010, 0.004, 0.002, 0.25) == pytest.approx(0.005)
+    # Never blocked: it only waited for a CPU (the other probe thread's, maybe): all of it counts.
+    assert loaded(0.010, 0.006, 0.004, 0.0) == pytest.approx(0.010)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 or not gil_enabled(),
+                    reason="the GIL probe on two CPUs (without a GIL the scaling probe decides: test_free_threaded)")
+def test_a_busy_machine_does_not_take_pure_python_for_threads(every_cpu_busy: None) -> None:
+    # Two threads taking turns for the GIL each wait in the run queue at every hand-over, and
+    # on a busy machine for milliseconds: counted as busy, the pair read 1.4-1.55x and auto sent
+    # this job to threads (4 runs in 4).
+    for attempt in range(4):
+        forget(pure_python)
+        run = tl.imap(pure_python, [200_000] * 32)
+        assert list(run) == [pure_python(200_000)] * 32
+        assert run.advice is not None
+        assert run.advice.mode != "threads", (attempt, run.advice)
+        assert run.advice.measurements.get("thread_speedup", 1.0) < 1.35, (attempt, run.advice)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 or not gil_enabled(),
+                    reason="the GIL probe on two CPUs (without a GIL the scaling probe decides: test_free_threaded)")
+def test_a_busy_machine_still_sees_a_function_release_the_gil(every_cpu_busy: None) -> None:
+    # Two threads woken together often share one CPU for a few ms: 3 ms sha256 tasks, one per
+    # thread, read 1.0-1.3x and went sequential in most runs. The probe runs several per thread
+    # and counts a wait for a CPU that was no wait for the GIL.
+    data = os.urandom(4_000_000)
+    modes = [tl.advise(sha, [data] * 32, total=32).mode for _ in range(5)]
+    assert modes.count("threads") >= 3, modes
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="parallel CPU work needs two CPUs")

@@ -40,6 +40,8 @@ SAMPLE_MAX = 64  # sample tasks at most
 CPU_BOUND_RATIO = 0.5  # CPU time / wall time above which a task is CPU-bound
 OVERLAP_AFTER = 0.005  # seconds a first sample task must have waited before others start beside it
 PROBE_MIN_TASK = 100e-6  # seconds: shorter tasks are not probed for parallel threads (with a GIL)
+PAIR_SECONDS = 0.015  # the GIL probe's two threads each run tasks this long, if the job can spare them
+PAIR_MAX_TASKS = 16  # tasks per thread at most
 SCALING_TAKE = 0.5e-3  # seconds of work a scaling-probe thread takes from the input at once (tiny tasks)
 SCALES = 1.2  # without a GIL, N threads must run this much faster than one to count as scaling
 HOPELESS = 2  # the scaling probe stops when a thread's tasks run this many times slower than N x one alone
@@ -138,13 +140,15 @@ class _Overlap:
         self._threads: list[threading.Thread] = []
         self._results: list[tuple[Any, Any, ItemError | None, float]] = []
         self._busy: list[float] = []  # per started task: its busy seconds (computing or runnable)
+        self._computed: list[float] = []  # per started task: its seconds computing
         self._ended: list[float] = []  # per started task: perf_counter() when it returned
         self.probe_started: float | None = None  # perf_counter() when the probe task started
-        self._probe_busy0 = 0.0  # the caller's busy clock then
+        self._probe_clocks = (0.0, 0.0)  # the caller's CPU clock and run-queue wait then
+        self._load = 0.0  # the caller's run-queue wait per second computed, before the probe
         self.exhausted = False
         self.error: BaseException | None = None
         self.due = time.perf_counter() + OVERLAP_AFTER
-        self._window0 = self._clocks()
+        self._window0 = self._task0 = self._clocks()  # (_task0: the caller's clocks as its task started)
 
     def _clocks(self) -> tuple[float, float, float]:
         """(wall, CPU time, run-queue wait) of the caller's thread, now."""
@@ -172,8 +176,11 @@ class _Overlap:
                 self._launch(min(self._extra, _littles_law(own, computed, usable_cpus()) - 1))
                 return
             if self._probe and computed >= CPU_BOUND_RATIO * own:
-                self._probe_busy0 = now[1] + now[2]
-                self.probe_started = time.perf_counter()
+                self._probe_clocks = (now[1], now[2])
+                self._load = load_ratio(now[1] - self._task0[1], now[2] - self._task0[2])
+                # (now's wall clock was read with the CPU clock: the /proc read after them lets the
+                # caller take the GIL, and this thread may get it back only 5 ms later)
+                self.probe_started = now[0]
                 self._launch(1)
                 return
         with self._lock:
@@ -199,6 +206,7 @@ class _Overlap:
                 slot = len(self._results)
                 self._results.append((item, None, None, 0.0))
                 self._busy.append(0.0)
+                self._computed.append(0.0)
                 self._ended.append(0.0)
                 # Daemon threads: after Ctrl-C in the caller, a sample task does not hold up the exit.
                 thread = threading.Thread(target=self._context.copy().run, args=(self._run, slot, item),
@@ -209,7 +217,7 @@ class _Overlap:
     def _run(self, slot: int, item: Any) -> None:
         done = _timed_call(self._fn, item)
         self._results[slot] = (item, done.value, done.error, done.wall)
-        self._busy[slot], self._ended[slot] = done.busy, time.perf_counter()
+        self._busy[slot], self._computed[slot], self._ended[slot] = done.busy, done.compute, time.perf_counter()
 
     def abandon(self) -> None:
         """The caller's task raised KeyboardInterrupt or SystemExit: start nothing more."""
@@ -223,14 +231,18 @@ class _Overlap:
         """
         self.abandon()
         caller_ended = time.perf_counter()
-        caller_busy = time.clock_gettime(self._clock) + runqueue_seconds(self._native_id) - self._probe_busy0
+        caller_cpu = time.clock_gettime(self._clock) - self._probe_clocks[0]
+        caller_queued = runqueue_seconds(self._native_id) - self._probe_clocks[1]
         for thread in self._threads:
             thread.join()
         if self.probe_started is not None and self._results and self._results[0][2] is None:
             together = max(caller_ended, *self._ended) - self.probe_started
             if together > 0:
                 # CPU seconds both threads got per second: ~1 when they took turns holding the GIL.
-                self.speedup = max(1.0, min(2.0, (caller_busy + self._busy[0]) / together))
+                probe = self._results[0][3]  # the probe task's wall time
+                busy = (loaded(caller_ended - self.probe_started, caller_cpu, caller_queued, self._load)
+                        + loaded(probe, self._computed[0], self._busy[0] - self._computed[0], self._load))
+                self.speedup = max(1.0, min(2.0, busy / together))
         results, self._results, self._threads = self._results, [], []
         # The watcher may hold this object a while yet (until its check falls due): it keeps no
         # item, result, function or input of the caller's alive.
@@ -299,6 +311,29 @@ class _Timed(NamedTuple):
     compute: float  # seconds computing
 
 
+def load_ratio(computed: float, queued: float) -> float:
+    """Seconds a thread waited for a CPU per second it computed: how busy the machine is."""
+    return queued / computed if computed > 0 else 0.0
+
+
+def loaded(wall: float, computed: float, queued: float, load: float) -> float:
+    """A probe thread's busy seconds, of ``wall``: what it computed and, unless it blocked, its
+    run-queue wait.
+
+    Two threads that take turns for the GIL block for it (time neither computing nor runnable),
+    and also wait in the run queue at each hand-over (the thread given the GIL is woken, and on
+    a busy machine waits milliseconds for a CPU): counted whole, that wait made a pure-Python
+    pair read 1.4-1.55x under load and go to threads. A thread blocked a tenth of its time or
+    more counts its run-queue wait only as far as the machine's ``load`` (``load_ratio`` of the
+    tasks run alone just before) explains it. One that did not waited for a CPU only, which the
+    other thread may have held: that is parallel work to come, not the GIL's (two threads woken
+    together often share one CPU for a few ms, idle machine or not).
+    """
+    if wall - computed - queued < 0.1 * wall:
+        return computed + queued
+    return computed + min(queued, computed * load)
+
+
 def _timed_call(fn: Callable[[Any], Any], item: Any, runqueue: bool = True) -> _Timed:
     """Call ``fn(item)`` here and time it.
 
@@ -333,6 +368,7 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
     free = (not gil_enabled()) if free_threaded is None else free_threaded
     s = Sample()
     mark = cpu_mark()
+    alone = [0.0, 0.0]  # the tasks run alone here: seconds computed, and waited for a CPU
     limit = SAMPLE_MAX if total is None else min(SAMPLE_MAX, max(1, total // (4 * usable_cpus())))
     if total is not None:
         overlap = min(overlap, total - 1)
@@ -359,6 +395,8 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
         s.wall += done.wall
         s.cpu += done.busy
         s.compute = (s.compute or 0.0) + done.compute
+        alone[0] += done.compute
+        alone[1] += done.busy - done.compute  # (read for the first task only; the loop reads the rest)
         s.head.append((item, done.value, error, done.wall))
         s.loop_wall += time.perf_counter() - called  # what a task costs the scaling probe's loop too
         if watch is not None:
@@ -394,6 +432,7 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
     # ran the tasks above (after the first) is busy time, not waiting.
     kept = cpu_since(mark)
     s.cpu = min(s.wall, s.cpu + kept.queued + kept.gil)
+    load = load_ratio(alone[0], alone[1] + kept.queued)
     if s.failed:
         return s
     if free:
@@ -407,9 +446,15 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
     probes_started = time.perf_counter()
     for probe in range(1 if s.thread_speedup is not None else 0, 4):
         spent = s.wall + time.perf_counter() - probes_started
-        # The first probe runs even past the budget: its two tasks are real work, kept, run two at
-        # a time; without it a GIL-releasing task too long for the budget would go to processes.
-        within = spent + 2 * s.per_task < budget or probe == 0
+        # Each thread runs tasks for PAIR_SECONDS if the job can spare them (half of what is left):
+        # two threads woken together often share one CPU for the first few ms, until the kernel
+        # moves one (3 ms sha256 tasks read 1.0-1.4x one at a time, 1.9x seven at a time).
+        each = max(1, min(math.ceil(PAIR_SECONDS / max(s.per_task, 1e-9)), PAIR_MAX_TASKS))
+        if total is not None:
+            each = max(1, min(each, (total - s.n) // 4))
+        # The first probe runs even past the budget: its tasks are real work, kept, run two at a
+        # time; without it a GIL-releasing task too long for the budget would go to processes.
+        within = spent + 2 * each * s.per_task < budget or probe == 0
         if not (s.timed and s.cpu_ratio >= CPU_BOUND_RATIO and within) or s.exhausted:
             break
         if s.per_task < PROBE_MIN_TASK:  # starting two threads would outlast the tasks they time
@@ -418,35 +463,46 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
         # more than the probe: with a few long tasks, at least two rounds of every CPU still to run.
         if s.n + 2 > 2 * limit and (total is None or total - s.n - 2 < 2 * usable_cpus()):
             break
-        if (s.thread_speedup or 0) > 1.8 or not _measure_threads(fn, source, s):
+        if (s.thread_speedup or 0) > 1.8 or not _measure_threads(fn, source, s, load, each):
             break
     _measure_pickling(s)
     return s
 
 
-def _measure_threads(fn: Callable[[Any], Any], source: Iterator[Any], s: Sample) -> bool:
-    """Run two more tasks on two threads at once: does the function release the GIL?"""
-    pair = []
-    for _ in range(2):
+def _measure_threads(fn: Callable[[Any], Any], source: Iterator[Any], s: Sample, load: float, each: int = 1) -> bool:
+    """Run ``each`` more tasks on each of two threads at once: does the function release the GIL?
+
+    ``load``: the run-queue wait per second computed of the tasks run alone (see ``loaded``).
+    Every task taken runs (a failed one does not stop its thread): each is in ``s.head``.
+    """
+    items = []
+    for _ in range(2 * each):
         try:
-            pair.append(next(source))
+            items.append(next(source))
         except StopIteration:
             s.exhausted = True
             break
-    if not pair:
+    if not items:
         return False
-    out: list[tuple[Any, Any, ItemError | None, float]] = [None] * len(pair)  # type: ignore[list-item]
+    # The first thread takes the first half: the results come back in input order.
+    pair = [items[:(len(items) + 1) // 2], items[(len(items) + 1) // 2:]] if len(items) > 1 else [items]
+    out: list[list[tuple[Any, Any, ItemError | None, float]]] = [[] for _ in pair]
     cpu = [0.0] * len(pair)
     spans = [(0.0, 0.0)] * len(pair)
     start = threading.Barrier(len(pair))
 
     def run(i: int) -> None:
+        # The run-queue wait is read from before the barrier: a thread woken by it may wait for a
+        # CPU the other one holds before it starts its first task, inside the span measured.
+        queued = runqueue_seconds()
         start.wait()
-        began = time.perf_counter()
-        done = _timed_call(fn, pair[i])
-        spans[i] = (began, time.perf_counter())
-        out[i] = (pair[i], done.value, done.error, done.wall)
-        cpu[i] = done.busy
+        began, computed = time.perf_counter(), time.thread_time()
+        for item in pair[i]:
+            done = _timed_call(fn, item, runqueue=False)
+            out[i].append((item, done.value, done.error, done.wall))
+        ended, computed = time.perf_counter(), time.thread_time() - computed
+        spans[i] = (began, ended)
+        cpu[i] = loaded(ended - began, computed, runqueue_seconds() - queued, load)
 
     threads = [threading.Thread(target=run, args=(i,), name="taskloom-advise") for i in range(len(pair))]
     for t in threads:
@@ -457,8 +513,8 @@ def _measure_threads(fn: Callable[[Any], Any], source: Iterator[Any], s: Sample)
     # and joining the threads is not the tasks' time (on a busy machine each start waited for a
     # CPU for milliseconds, and 3 ms sha256 tasks that release the GIL read 1.0-1.15x).
     wall = max(end for _, end in spans) - min(began for began, _ in spans)
-    s.head.extend(out)
-    if len(pair) == 2 and not any(o[2] is not None for o in out) and wall > 0:
+    s.head.extend(o for part in out for o in part)
+    if len(pair) == 2 and not any(o[2] is not None for part in out for o in part) and wall > 0:
         # CPU seconds the two threads got, per second of wall time: a thread waiting for the GIL
         # burns no CPU, so this is ~1 when the function holds the GIL and ~2 when it releases it.
         # Unlike comparing with the sequential tasks, it does not care how long each task is.
