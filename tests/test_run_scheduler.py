@@ -15,9 +15,10 @@ from collections.abc import Iterator
 import pytest
 
 import taskloom as tl
+from taskloom._backends._base import Done
 from taskloom._run._chunker import MAX_GROWTH
 from taskloom._run._delivery import Group
-from taskloom._run._dispatch import Dispatch
+from taskloom._run._dispatch import MEASURED_AT_ONCE, Dispatch
 from taskloom._run._intake import Intake
 from taskloom._run._policy import backoff_delay
 from taskloom._run._run import PushSource, Switch
@@ -331,6 +332,33 @@ def test_intake_of_a_push_source_starves_without_closing() -> None:
     assert intake.take(4) == ([7], None)
     assert intake.take(4) == ([], None)
     assert state(intake)[:2] == (False, False)
+
+
+def test_dispatch_measures_a_few_batches_at_once() -> None:
+    # Each measured batch reads /proc twice in the thread that runs it, letting go of the GIL:
+    # 256 threads each measuring queued for the GIL (2,000 sleeps of 20 ms: 1.0 s, not 0.24 s).
+    h = make_run([], workers=1)
+    backend = FakeBackend(h.clock, lambda item, _: Hang(), workers=64)
+    dispatch = Dispatch(job_of(h.run), queue.SimpleQueue(), backend, timeout=None, per_item_timing=False,
+                        tally=Tally(None))
+    measured: list[bool] = []
+    submit = backend.submit
+    backend.submit = lambda batch: (measured.append(batch.measure_cpu), submit(batch))  # type: ignore[method-assign]
+    group = Group(0, list(range(20)), [None] * 20, 20)
+    dispatch.measure_cpu = True
+    for pos in range(10):
+        dispatch.submit(group, [pos])
+    assert measured == [True] * MEASURED_AT_ONCE + [False] * (10 - MEASURED_AT_ONCE)
+    first_measured = backend.queued[0] if backend.queued else next(iter(backend.running.values())).batch
+    ended = dispatch.arrived(Done(first_measured.id, [None], None, None, 0.0, "w"))
+    assert ended is not None
+    assert ended.batch.measure_cpu
+    dispatch.submit(group, [10])  # a measured one ended: the next is measured
+    dispatch.submit(group, [11])
+    assert measured[10:] == [True, False]
+    dispatch.measure_cpu = False
+    dispatch.submit(group, [12])
+    assert measured[12:] == [False]
 
 
 def test_dispatch_keeps_each_flight_on_its_backend_and_cancels_by_backend() -> None:

@@ -507,7 +507,8 @@ class Run(Generic[T]):
         # from the current engine's batches only.
         if flight.backend is self._dispatch.backend:
             self._chunker.observe(n, event.elapsed)
-            if self._watcher is not None:
+            # (a batch left unmeasured while others were measured: its kind of time is unknown)
+            if self._watcher is not None and (flight.batch.measure_cpu or not self._dispatch.measure_cpu):
                 ran = max(n, 1)
                 cpu = None if event.cpu is None else CpuTime(*(t / ran for t in event.cpu))
                 switch = self._watcher.observe(event.elapsed / ran, cpu, self._tally.ended, self._remaining())
