@@ -69,6 +69,7 @@ class Sample:
     #: without a GIL: threads -> how much faster that many threads ran the work than one (measured)
     scaling: dict[int, float] = field(default_factory=dict)
     loop_wall: float = 0.0  # the sequential tasks' wall time with the sampling loop's own costs
+    load: float = 0.0  # the tasks run alone: seconds waited for a CPU per second computed (``load_ratio``)
     item_bytes: float = 0.0
     result_bytes: float = 0.0
     parent_pickle: float = 0.0  # seconds per task: pickle item + unpickle result
@@ -328,6 +329,12 @@ def loaded(wall: float, computed: float, queued: float, load: float) -> float:
     tasks run alone just before) explains it. One that did not waited for a CPU only, which the
     other thread may have held: that is parallel work to come, not the GIL's (two threads woken
     together often share one CPU for a few ms, idle machine or not).
+
+    What this cannot separate: on a heavily loaded machine a thread waiting for the GIL is woken
+    every switch interval (5 ms) and waits for a CPU each time, so its wait is run-queue time
+    too; and two threads get a larger share of busy CPUs than one. A GIL-bound pair still reads
+    1.0-1.66x beside two busy loops (really ~1.35x faster than one thread there): the cost model
+    does not let such a reading win a near-tie with processes on a busy machine.
     """
     if wall - computed - queued < 0.1 * wall:
         return computed + queued
@@ -432,7 +439,7 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
     # ran the tasks above (after the first) is busy time, not waiting.
     kept = cpu_since(mark)
     s.cpu = min(s.wall, s.cpu + kept.queued + kept.gil)
-    load = load_ratio(alone[0], alone[1] + kept.queued)
+    load = s.load = load_ratio(alone[0], alone[1] + kept.queued)
     if s.failed:
         return s
     if free:

@@ -69,6 +69,10 @@ log = logging.getLogger("taskloom")
 
 AUTO_BUDGET = 0.05  # seconds of sample tasks mode="auto" runs in the caller's thread
 MIN_GAIN = 1.25  # a concurrent mode must be this much faster than sequential to be chosen
+#: Sampled run-queue wait per second computed above which the machine counts as busy: there a
+#: pool of GIL-releasing CPU work gets as many threads as the stdlib's default, not one per CPU
+#: (the kernel shares busy CPUs per thread: 2 threads beside 2 busy loops hashed at 0.65x of 6).
+BUSY_LOAD = 0.25
 THREADS_OVER_PROCESSES = 1.1  # threads win unless processes are modelled this much faster
 ASSUMED_TASKS = 10_000  # remaining tasks assumed when the input has no length
 
@@ -180,8 +184,12 @@ def decide(
     speedups = {m: (costs["sequential"] / c if c > 0 else 1.0) for m, c in costs.items()}
     measured.update({f"modelled_seconds_{m}": c for m, c in costs.items()})
     best = min(costs, key=lambda m: costs[m])
-    if best == "processes" and costs["threads"] <= costs["processes"] * THREADS_OVER_PROCESSES:
-        best = "threads"  # a near-tie: threads pickle nothing and share memory
+    # A near-tie: threads pickle nothing and share memory. Not on a busy machine: there the two
+    # threads' reading also holds the larger share of the CPUs two threads get (pure Python read
+    # up to 1.66x beside two busy loops), not only what the GIL lets run in parallel.
+    if best == "processes" and costs["threads"] <= costs["processes"] * THREADS_OVER_PROCESSES and (
+            s.load < BUSY_LOAD or io_bound):
+        best = "threads"
     what = (f"{100 * (1 - ratio):.0f}% of each task's {_fmt(t)} is waiting (I/O or sleep)" if io_bound
             else f"tasks compute {100 * ratio:.0f}% of their {_fmt(t)}")
     reasons = [*lead, f"Measured {s.n} task(s): {what}."]
@@ -212,6 +220,11 @@ def decide(
         else:
             reasons.append(f"The function releases the GIL (two threads ran {s.thread_speedup or 1:.2f}x as fast "
                            "as one), so threads compute in parallel without pickling.")
+            if s.load >= BUSY_LOAD and (busy := max(cpus, default_threads())) > thr_workers:
+                thr_workers = busy
+                reasons.append(f"The machine is busy (tasks run alone waited {s.load:.2f} s for a CPU per second "
+                               f"computed): {busy} threads, as many as the stdlib's default, take their share of "
+                               f"its CPUs (the kernel shares them out per thread).")
         if proc_note and not io_bound:
             reasons.append(f"Processes were not considered: {proc_note}.")
         return Advice("threads", thr_workers, "auto", tuple(reasons), speedups, measured)
