@@ -93,6 +93,7 @@ class SecondLook:
     """A watcher that only records the per-task times the run shows it."""
 
     finished = False
+    measure_from = 0
 
     def __init__(self) -> None:
         self.seen: list[float] = []

@@ -233,6 +233,8 @@ def test_leaving_a_for_loop_early_cancels_the_run() -> None:
 class SwitchAfter:
     """A watcher that asks for one switch once ``n`` tasks have ended."""
 
+    measure_from = 0
+
     def __init__(self, n: int, switch: Switch) -> None:
         self.n, self.switch, self.finished = n, switch, False
 
@@ -273,6 +275,27 @@ def test_a_watcher_that_finished_is_not_asked_again() -> None:
     h.run._watcher = Once(0, None)  # type: ignore[arg-type]
     assert h.run.to_list() == [i * 10 for i in range(10)]
     assert Once.calls == 1
+
+
+def test_batches_measure_themselves_only_once_the_watcher_wants_readings() -> None:
+    # A reading costs two reads of /proc (each lets go of the GIL): auto's second look reads none
+    # before 64 tasks, so measuring from the start cost GIL-releasing tasks 1.19x on a busy machine.
+    class Recording(SwitchAfter):
+        measure_from = 8
+
+        def observe(self, per_task: float, cpu: object, tasks_done: int, remaining: int | None) -> Switch | None:
+            return None  # never switches, never finishes: it keeps wanting readings
+
+    h = make_run(list(range(30)), chunksize=1, workers=1)
+    measured: list[bool] = []
+    submit = h.backend.submit
+    h.backend.submit = lambda batch: (measured.append(batch.measure_cpu), submit(batch))  # type: ignore[method-assign]
+    h.run._watcher = Recording(0, None)  # type: ignore[arg-type]
+    assert h.run.to_list() == [i * 10 for i in range(30)]
+    first = measured.index(True)
+    assert not any(measured[:first])
+    assert 8 <= first <= 8 + h.run.window  # those in flight when the 8th task ended were sent unmeasured
+    assert all(measured[first:first + 4])
 
 
 # -- input ---------------------------------------------------------------------------------------------------

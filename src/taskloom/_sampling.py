@@ -456,7 +456,9 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
         # Each thread runs tasks for PAIR_SECONDS if the job can spare them (half of what is left):
         # two threads woken together often share one CPU for the first few ms, until the kernel
         # moves one (3 ms sha256 tasks read 1.0-1.4x one at a time, 1.9x seven at a time).
-        each = max(1, min(math.ceil(PAIR_SECONDS / max(s.per_task, 1e-9)), PAIR_MAX_TASKS))
+        # (Rounded down: a GIL-bound task of 8-15 ms, one per thread, is long enough, and the
+        # probe's tasks run at one thread's speed there.)
+        each = max(1, min(int(PAIR_SECONDS / max(s.per_task, 1e-9)), PAIR_MAX_TASKS))
         if total is not None:
             each = max(1, min(each, (total - s.n) // 4))
         # The first probe runs even past the budget: its tasks are real work, kept, run two at a

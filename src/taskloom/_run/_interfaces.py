@@ -53,6 +53,11 @@ class Watcher(Protocol):
         """True once it will never switch again (the run stops asking)."""
         ...
 
+    @property
+    def measure_from(self) -> int:
+        """Tasks ended after which the run's batches measure where their time went (``cpu``)."""
+        ...
+
 
 class Wake:
     """Put in a run's sink to wake its consumer (cancel or submit from another thread)."""

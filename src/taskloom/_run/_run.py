@@ -129,7 +129,6 @@ class Run(Generic[T]):
         self._cancelled = False
         self._done = False
         self._watcher = watcher
-        self._dispatch.measure_cpu = watcher is not None
         self._bucket = None if options.rate is None else TokenBucket(options.rate, clock.now())
         self._journal = journal  # items that end are recorded there; the items it held come in as ended
         backend.prepare(self._job)
@@ -507,6 +506,8 @@ class Run(Generic[T]):
         # from the current engine's batches only.
         if flight.backend is self._dispatch.backend:
             self._chunker.observe(n, event.elapsed)
+            if self._watcher is not None and not self._dispatch.measure_cpu:
+                self._dispatch.measure_cpu = self._tally.ended >= self._watcher.measure_from
             # (a batch left unmeasured while others were measured: its kind of time is unknown)
             if self._watcher is not None and (flight.batch.measure_cpu or not self._dispatch.measure_cpu):
                 ran = max(n, 1)
