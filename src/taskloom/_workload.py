@@ -73,6 +73,7 @@ MIN_GAIN = 1.25  # a concurrent mode must be this much faster than sequential to
 #: pool of GIL-releasing CPU work gets as many threads as the stdlib's default, not one per CPU
 #: (the kernel shares busy CPUs per thread: 2 threads beside 2 busy loops hashed at 0.65x of 6).
 BUSY_LOAD = 0.25
+WAITS_TOO = 0.9  # a task computing less than this share of its time also waits (for a near-tie)
 THREADS_OVER_PROCESSES = 1.1  # threads win unless processes are modelled this much faster
 ASSUMED_TASKS = 10_000  # remaining tasks assumed when the input has no length
 
@@ -184,11 +185,14 @@ def decide(
     speedups = {m: (costs["sequential"] / c if c > 0 else 1.0) for m, c in costs.items()}
     measured.update({f"modelled_seconds_{m}": c for m, c in costs.items()})
     best = min(costs, key=lambda m: costs[m])
-    # A near-tie: threads pickle nothing and share memory. Not on a busy machine: there the two
-    # threads' reading also holds the larger share of the CPUs two threads get (pure Python read
-    # up to 1.66x beside two busy loops), not only what the GIL lets run in parallel.
+    # A near-tie: threads pickle nothing and share memory. Not on a busy machine for work that
+    # only computes: there the two threads' reading also holds the larger share of the CPUs two
+    # threads get (pure Python read up to 1.66x beside two busy loops), not only what the GIL lets
+    # run in parallel. Work that also waits (a tenth of its time or more) keeps it: threads overlap
+    # its waits beyond one per CPU, which the model does not count (5 ms waits and ~2 ms of
+    # computing ran 1.38x slower on processes there).
     if best == "processes" and costs["threads"] <= costs["processes"] * THREADS_OVER_PROCESSES and (
-            s.load < BUSY_LOAD or io_bound):
+            s.load < BUSY_LOAD or ratio < WAITS_TOO):
         best = "threads"
     what = (f"{100 * (1 - ratio):.0f}% of each task's {_fmt(t)} is waiting (I/O or sleep)" if io_bound
             else f"tasks compute {100 * ratio:.0f}% of their {_fmt(t)}")
