@@ -106,6 +106,7 @@ class FakeBackend(Backend):
         self.running: dict[int, _Running] = {}
         self.attempts: dict[Any, int] = {}
         self.submitted: list[tuple[float, list[Any]]] = []  # (virtual time, items) per batch
+        self.measured: list[bool] = []  # per batch submitted: whether it was asked to measure its CPU time
         self.started_at: list[tuple[float, list[Any]]] = []
         self.aborted: list[list[Any]] = []
         self.cancelled: list[list[Any]] = []
@@ -115,6 +116,7 @@ class FakeBackend(Backend):
     # -- the backend contract ----------------------------------------------------------------
     def submit(self, batch: Batch) -> None:
         self.submitted.append((self.clock.t, list(batch.items)))
+        self.measured.append(batch.measure_cpu)
         self.queued.append(batch)
         self.max_outstanding = max(self.max_outstanding, len(self.queued) + len(self.running))
         self._start_queued()

@@ -287,11 +287,9 @@ def test_batches_measure_themselves_only_once_the_watcher_wants_readings() -> No
             return None  # never switches, never finishes: it keeps wanting readings
 
     h = make_run(list(range(30)), chunksize=1, workers=1)
-    measured: list[bool] = []
-    submit = h.backend.submit
-    h.backend.submit = lambda batch: (measured.append(batch.measure_cpu), submit(batch))  # type: ignore[method-assign]
     h.run._watcher = Recording(0, None)  # type: ignore[arg-type]
     assert h.run.to_list() == [i * 10 for i in range(30)]
+    measured = h.backend.measured
     first = measured.index(True)
     assert not any(measured[:first])
     assert 8 <= first <= 8 + h.run.window  # those in flight when the 8th task ended were sent unmeasured
@@ -364,9 +362,7 @@ def test_dispatch_measures_a_few_batches_at_once() -> None:
     backend = FakeBackend(h.clock, lambda item, _: Hang(), workers=64)
     dispatch = Dispatch(job_of(h.run), queue.SimpleQueue(), backend, timeout=None, per_item_timing=False,
                         tally=Tally(None))
-    measured: list[bool] = []
-    submit = backend.submit
-    backend.submit = lambda batch: (measured.append(batch.measure_cpu), submit(batch))  # type: ignore[method-assign]
+    measured = backend.measured
     group = Group(0, list(range(20)), [None] * 20, 20)
     dispatch.measure_cpu = True
     for pos in range(10):

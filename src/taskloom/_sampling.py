@@ -375,7 +375,7 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
     free = (not gil_enabled()) if free_threaded is None else free_threaded
     s = Sample()
     mark = cpu_mark()
-    alone = [0.0, 0.0]  # the tasks run alone here: seconds computed, and waited for a CPU
+    alone_computed = alone_queued = 0.0  # the tasks run alone here: seconds computed, waited for a CPU
     limit = SAMPLE_MAX if total is None else min(SAMPLE_MAX, max(1, total // (4 * usable_cpus())))
     if total is not None:
         overlap = min(overlap, total - 1)
@@ -402,8 +402,8 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
         s.wall += done.wall
         s.cpu += done.busy
         s.compute = (s.compute or 0.0) + done.compute
-        alone[0] += done.compute
-        alone[1] += done.busy - done.compute  # (read for the first task only; the loop reads the rest)
+        alone_computed += done.compute
+        alone_queued += done.busy - done.compute  # (read for the first task only; the loop reads the rest)
         s.head.append((item, done.value, error, done.wall))
         s.loop_wall += time.perf_counter() - called  # what a task costs the scaling probe's loop too
         if watch is not None:
@@ -439,7 +439,7 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
     # ran the tasks above (after the first) is busy time, not waiting.
     kept = cpu_since(mark)
     s.cpu = min(s.wall, s.cpu + kept.queued + kept.gil)
-    load = s.load = load_ratio(alone[0], alone[1] + kept.queued)
+    load = s.load = load_ratio(alone_computed, alone_queued + kept.queued)
     if s.failed:
         return s
     if free:
@@ -501,17 +501,18 @@ def _measure_threads(fn: Callable[[Any], Any], source: Iterator[Any], s: Sample,
     start = threading.Barrier(len(pair))
 
     def run(i: int) -> None:
-        # The run-queue wait is read from before the barrier: a thread woken by it may wait for a
-        # CPU the other one holds before it starts its first task, inside the span measured.
-        queued = runqueue_seconds()
+        # The clocks are read from before the barrier: a thread woken by it may wait for a CPU the
+        # other one holds before it starts its first task, inside the span measured.
+        mark = cpu_mark()
         start.wait()
-        began, computed = time.perf_counter(), time.thread_time()
+        began = time.perf_counter()
         for item in pair[i]:
             done = _timed_call(fn, item, runqueue=False)
             out[i].append((item, done.value, done.error, done.wall))
-        ended, computed = time.perf_counter(), time.thread_time() - computed
+        ended = time.perf_counter()
+        spent = cpu_since(mark, gil=False)
         spans[i] = (began, ended)
-        cpu[i] = loaded(ended - began, computed, runqueue_seconds() - queued, load)
+        cpu[i] = loaded(ended - began, spent.computed, spent.queued, load)
 
     threads = [threading.Thread(target=run, args=(i,), name="taskloom-advise") for i in range(len(pair))]
     for t in threads:

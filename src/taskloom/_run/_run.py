@@ -371,6 +371,23 @@ class Run(Generic[T]):
             self.cancel()
             raise
 
+    def _look_again(self, flight: Flight, event: Done, n: int) -> None:
+        """Show auto's second look a batch of the current engine; switch engines if it says so."""
+        watcher, dispatch = self._watcher, self._dispatch
+        assert watcher is not None
+        if not dispatch.measure_cpu:  # batches measure themselves once the look wants readings
+            dispatch.measure_cpu = self._tally.ended >= watcher.measure_from
+        if dispatch.measure_cpu and not flight.batch.measure_cpu:
+            return  # left unmeasured while others are measured: its kind of time is unknown
+        ran = max(n, 1)
+        cpu = None if event.cpu is None else CpuTime(*(t / ran for t in event.cpu))
+        switch = watcher.observe(event.elapsed / ran, cpu, self._tally.ended, self._remaining())
+        if watcher.finished:
+            self._watcher = None
+            dispatch.measure_cpu = False
+        if switch is not None:
+            self._switch_to(switch)
+
     def _failed(self) -> bool:
         """A failure waits to be raised (``_fill`` may set one: mypy's narrowing cannot tell)."""
         return self._failure is not None
@@ -506,18 +523,8 @@ class Run(Generic[T]):
         # from the current engine's batches only.
         if flight.backend is self._dispatch.backend:
             self._chunker.observe(n, event.elapsed)
-            if self._watcher is not None and not self._dispatch.measure_cpu:
-                self._dispatch.measure_cpu = self._tally.ended >= self._watcher.measure_from
-            # (a batch left unmeasured while others were measured: its kind of time is unknown)
-            if self._watcher is not None and (flight.batch.measure_cpu or not self._dispatch.measure_cpu):
-                ran = max(n, 1)
-                cpu = None if event.cpu is None else CpuTime(*(t / ran for t in event.cpu))
-                switch = self._watcher.observe(event.elapsed / ran, cpu, self._tally.ended, self._remaining())
-                if self._watcher.finished:
-                    self._watcher = None
-                    self._dispatch.measure_cpu = False
-                if switch is not None:
-                    self._switch_to(switch)
+            if self._watcher is not None:
+                self._look_again(flight, event, n)
         self._tally.batch_ran(event, group.start, group.items, positions)
         if failures.ran_late(event, self._timeout):
             pos = 0 if positions is None else positions[0]
