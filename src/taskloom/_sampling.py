@@ -19,6 +19,7 @@ What the numbers mean for the choice of engine is ``_workload.decide``'s busines
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import heapq
 import itertools
@@ -32,7 +33,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from ._backends._base import ItemError, cpu_mark, cpu_since, runqueue_seconds
+from ._backends._base import CpuTime, ItemError, cpu_mark, cpu_since, runqueue_seconds
 from ._backends._handover import InFlight, items_in
 from ._system import default_threads, gil_enabled, usable_cpus
 
@@ -145,11 +146,10 @@ class _Overlap:
         self._ended: list[float] = []  # per started task: perf_counter() when it returned
         self.probe_started: float | None = None  # perf_counter() when the probe task started
         self._probe_clocks = (0.0, 0.0)  # the caller's CPU clock and run-queue wait then
-        self._load = 0.0  # the caller's run-queue wait per second computed, before the probe
         self.exhausted = False
         self.error: BaseException | None = None
         self.due = time.perf_counter() + OVERLAP_AFTER
-        self._window0 = self._task0 = self._clocks()  # (_task0: the caller's clocks as its task started)
+        self._window0 = self._clocks()
 
     def _clocks(self) -> tuple[float, float, float]:
         """(wall, CPU time, run-queue wait) of the caller's thread, now."""
@@ -178,7 +178,6 @@ class _Overlap:
                 return
             if self._probe and computed >= CPU_BOUND_RATIO * own:
                 self._probe_clocks = (now[1], now[2])
-                self._load = load_ratio(now[1] - self._task0[1], now[2] - self._task0[2])
                 # (now's wall clock was read with the CPU clock: the /proc read after them lets the
                 # caller take the GIL, and this thread may get it back only 5 ms later)
                 self.probe_started = now[0]
@@ -239,11 +238,11 @@ class _Overlap:
         if self.probe_started is not None and self._results and self._results[0][2] is None:
             together = max(caller_ended, *self._ended) - self.probe_started
             if together > 0:
-                # CPU seconds both threads got per second: ~1 when they took turns holding the GIL.
+                # Seconds of progress both threads made per second: ~1 when they took turns for the GIL.
                 probe = self._results[0][3]  # the probe task's wall time
-                busy = (loaded(caller_ended - self.probe_started, caller_cpu, caller_queued, self._load)
-                        + loaded(probe, self._computed[0], self._busy[0] - self._computed[0], self._load))
-                self.speedup = max(1.0, min(2.0, busy / together))
+                made = (progress(caller_ended - self.probe_started, caller_cpu, caller_queued)
+                        + progress(probe, self._computed[0], self._busy[0] - self._computed[0]))
+                self.speedup = max(1.0, min(2.0, made / together))
         results, self._results, self._threads = self._results, [], []
         # The watcher may hold this object a while yet (until its check falls due): it keeps no
         # item, result, function or input of the caller's alive.
@@ -317,28 +316,20 @@ def load_ratio(computed: float, queued: float) -> float:
     return queued / computed if computed > 0 else 0.0
 
 
-def loaded(wall: float, computed: float, queued: float, load: float) -> float:
-    """A probe thread's busy seconds, of ``wall``: what it computed and, unless it blocked, its
-    run-queue wait.
+def progress(span: float, computed: float, queued: float) -> float:
+    """A probe thread's seconds of progress in ``span``: as if it had had a CPU whenever it was runnable.
 
-    Two threads that take turns for the GIL block for it (time neither computing nor runnable),
-    and also wait in the run queue at each hand-over (the thread given the GIL is woken, and on
-    a busy machine waits milliseconds for a CPU): counted whole, that wait made a pure-Python
-    pair read 1.4-1.55x under load and go to threads. A thread blocked a tenth of its time or
-    more counts its run-queue wait only as far as the machine's ``load`` (``load_ratio`` of the
-    tasks run alone just before) explains it. One that did not waited for a CPU only, which the
-    other thread may have held: that is parallel work to come, not the GIL's (two threads woken
-    together often share one CPU for a few ms, idle machine or not).
-
-    What this cannot separate: on a heavily loaded machine a thread waiting for the GIL is woken
-    every switch interval (5 ms) and waits for a CPU each time, so its wait is run-queue time
-    too; and two threads get a larger share of busy CPUs than one. A GIL-bound pair still reads
-    1.0-1.66x beside two busy loops (really ~1.35x faster than one thread there): the cost model
-    does not let such a reading win a near-tie with processes on a busy machine.
+    Of the time it did not wait for a CPU (``span - queued``), the share it computed, times the
+    span: a thread that never blocked made ``span`` seconds of progress, however busy the machine
+    kept it in the run queue; one that took turns for the GIL (or a lock) with its partner was
+    blocked half the time and made half. Its run-queue wait counts for neither side, so no estimate
+    of the machine's load is needed to tell the two apart. (Counting the wait as busy time, even
+    only as far as the load measured on a task run alone explained it, made threads that take turns
+    read up to 2.0x beside two busy loops: a thread woken at a hand-over, or every 5 ms to ask for
+    the GIL, waits in the run queue there, and a load read on one 60 us task is mostly noise.)
     """
-    if wall - computed - queued < 0.1 * wall:
-        return computed + queued
-    return computed + min(queued, computed * load)
+    active = max(span - queued, computed)
+    return span * computed / active if active > 0 else 0.0
 
 
 def _timed_call(fn: Callable[[Any], Any], item: Any, runqueue: bool = True) -> _Timed:
@@ -439,7 +430,7 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
     # ran the tasks above (after the first) is busy time, not waiting.
     kept = cpu_since(mark)
     s.cpu = min(s.wall, s.cpu + kept.queued + kept.gil)
-    load = s.load = load_ratio(alone_computed, alone_queued + kept.queued)
+    s.load = load_ratio(alone_computed, alone_queued + kept.queued)
     if s.failed:
         return s
     if free:
@@ -472,16 +463,15 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
         # more than the probe: with a few long tasks, at least two rounds of every CPU still to run.
         if s.n + 2 > 2 * limit and (total is None or total - s.n - 2 < 2 * usable_cpus()):
             break
-        if (s.thread_speedup or 0) > 1.8 or not _measure_threads(fn, source, s, load, each):
+        if (s.thread_speedup or 0) > 1.8 or not _measure_threads(fn, source, s, each):
             break
     _measure_pickling(s)
     return s
 
 
-def _measure_threads(fn: Callable[[Any], Any], source: Iterator[Any], s: Sample, load: float, each: int = 1) -> bool:
+def _measure_threads(fn: Callable[[Any], Any], source: Iterator[Any], s: Sample, each: int = 1) -> bool:
     """Run ``each`` more tasks on each of two threads at once: does the function release the GIL?
 
-    ``load``: the run-queue wait per second computed of the tasks run alone (see ``loaded``).
     Every task taken runs (a failed one does not stop its thread): each is in ``s.head``.
     """
     items = []
@@ -496,39 +486,47 @@ def _measure_threads(fn: Callable[[Any], Any], source: Iterator[Any], s: Sample,
     # The first thread takes the first half: the results come back in input order.
     pair = [items[:(len(items) + 1) // 2], items[(len(items) + 1) // 2:]] if len(items) > 1 else [items]
     out: list[list[tuple[Any, Any, ItemError | None, float]]] = [[] for _ in pair]
-    cpu = [0.0] * len(pair)
-    spans = [(0.0, 0.0)] * len(pair)
+    spent: list[CpuTime | None] = [None] * len(pair)
+    ends = [0.0] * len(pair)
+    begins = [0.0] * len(pair)
     start = threading.Barrier(len(pair))
+    pin = sorted(os.sched_getaffinity(0))[:2] if hasattr(os, "sched_setaffinity") else []
 
     def run(i: int) -> None:
-        # The clocks are read from before the barrier: a thread woken by it may wait for a CPU the
-        # other one holds before it starts its first task, inside the span measured.
-        mark = cpu_mark()
+        # Each thread on a CPU of its own: woken together, two threads are often put on one CPU
+        # and one is moved a few ms later (beside two busy loops, not within a task of 1.4 ms:
+        # they ran one after the other). Their steady state in a pool is side by side; so is this.
+        if len(pin) == len(pair):
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(0, {pin[i]})  # (Linux: this thread only)
         start.wait()
-        began = time.perf_counter()
+        # The span holds both reads of /proc: each lets go of the GIL, and a wait to get it back
+        # (and then for a CPU) between a read and the span's edge was run-queue time outside it.
+        begins[i] = time.perf_counter()
+        mark = cpu_mark()
         for item in pair[i]:
             done = _timed_call(fn, item, runqueue=False)
             out[i].append((item, done.value, done.error, done.wall))
-        ended = time.perf_counter()
-        spent = cpu_since(mark, gil=False)
-        spans[i] = (began, ended)
-        cpu[i] = loaded(ended - began, spent.computed, spent.queued, load)
+        spent[i] = cpu_since(mark, gil=False)
+        ends[i] = time.perf_counter()
 
     threads = [threading.Thread(target=run, args=(i,), name="taskloom-advise") for i in range(len(pair))]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    # From the first thread past the barrier to the last one done, as the threads saw it: starting
-    # and joining the threads is not the tasks' time (on a busy machine each start waited for a
-    # CPU for milliseconds, and 3 ms sha256 tasks that release the GIL read 1.0-1.15x).
-    wall = max(end for _, end in spans) - min(began for began, _ in spans)
+    # From the first thread past the barrier to the last one done: starting and joining the
+    # threads is not the tasks' time (on a busy machine each start waited for a CPU for
+    # milliseconds, and 3 ms sha256 tasks that release the GIL read 1.0-1.15x).
+    wall = max(ends) - min(begins)
+    made = [progress(end - b, t.computed, t.queued) for b, end, t in zip(begins, ends, spent, strict=True)
+            if t is not None]
     s.head.extend(o for part in out for o in part)
     if len(pair) == 2 and not any(o[2] is not None for part in out for o in part) and wall > 0:
-        # CPU seconds the two threads got, per second of wall time: a thread waiting for the GIL
-        # burns no CPU, so this is ~1 when the function holds the GIL and ~2 when it releases it.
-        # Unlike comparing with the sequential tasks, it does not care how long each task is.
-        s.thread_speedup = max(s.thread_speedup or 1.0, min(2.0, sum(cpu) / wall))
+        # Seconds of progress the two threads made per second of wall time: a thread waiting for
+        # the GIL makes none, so this is ~1 when the function holds the GIL and ~2 when it releases
+        # it. Unlike comparing with the sequential tasks, it does not care how long each task is.
+        s.thread_speedup = max(s.thread_speedup or 1.0, min(2.0, sum(made) / wall))
         return True
     return False
 
