@@ -19,8 +19,18 @@ from taskloom._backends._base import Batch, CpuTime, Job
 from taskloom._modes import by_name
 from taskloom._pools import get_backend
 from taskloom._sampling import MAX_IO_THREADS, Sample, _measure_threads, progress
-from taskloom._system import default_threads, gil_enabled
-from taskloom._workload import ASSUMED_TASKS, Reconsider, _item_kind, _recall, decide, forget, io_workers
+from taskloom._system import default_threads, gil_enabled, runnable_load
+from taskloom._workload import (
+    ASSUMED_TASKS,
+    Reconsider,
+    _item_kind,
+    _recall,
+    _remember,
+    choose,
+    decide,
+    forget,
+    io_workers,
+)
 
 
 def synthetic(per_task: float, cpu_ratio: float, *, n: int = 4, thread_speedup: float | None = 1.0,
@@ -134,6 +144,41 @@ def test_gil_releasing_cpu_work_on_a_busy_machine_gets_the_stdlib_default_of_thr
     assert any("The machine is busy" in r for r in advice.reasons), advice
     s.load = 0.1
     assert decide(s, 1000, cpus=2, free_threaded=False).workers == 2
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/loadavg"), reason="Linux's /proc/loadavg")
+def test_the_machine_reads_busy_beside_busy_loops(every_cpu_busy: None) -> None:
+    # One busy loop per usable CPU: a thread there waits about a second for a CPU per second
+    # it computes. The snapshot reads what a task of a few ms, never preempted, cannot.
+    readings = []
+    for _ in range(20):
+        readings.append(runnable_load())
+        time.sleep(0.005)
+    assert all(r is not None for r in readings)
+    assert sorted(r for r in readings if r is not None)[10] >= 0.5 * len(os.sched_getaffinity(0)) / (
+        os.cpu_count() or 1), readings
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/loadavg"), reason="Linux's /proc/loadavg")
+def test_a_remembered_measurement_is_decided_for_how_busy_the_machine_is_now(every_cpu_busy: None) -> None:
+    # Measured on an idle machine: GIL-releasing, one thread per CPU. Mapped again with every CPU
+    # busy: the stdlib's default of threads, as a fresh measurement would give (the remembered
+    # sample's load was stale, for up to REMEMBER_SECONDS).
+    def digest(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+    data = b"x" * 4_000_000
+    idle = synthetic(0.01, 1.0, thread_speedup=1.95, item_bytes=4e6, parent_pickle=5e-3)
+    assert decide(idle, 8, free_threaded=False).workers == usable_cpus_here()
+    _remember(digest, _item_kind(data), idle)
+    choice = choose(digest, iter([data] * 8), 8, None, False, 0)
+    assert "earlier run" in choice.advice.reasons[0]
+    expected = ("threads", max(usable_cpus_here(), default_threads()))
+    assert (choice.advice.mode, choice.workers) == expected, choice.advice
+
+
+def usable_cpus_here() -> int:
+    return len(os.sched_getaffinity(0))
 
 
 def test_a_busy_machine_breaks_no_near_tie_for_threads() -> None:

@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 
 from ._backends._base import CpuTime, ItemError, cpu_mark, cpu_since, runqueue_seconds
 from ._backends._handover import InFlight, items_in
-from ._system import default_threads, gil_enabled, usable_cpus
+from ._system import default_threads, gil_enabled, runnable_load, usable_cpus
 
 SAMPLE_MAX = 64  # sample tasks at most
 CPU_BOUND_RATIO = 0.5  # CPU time / wall time above which a task is CPU-bound
@@ -70,7 +70,9 @@ class Sample:
     #: without a GIL: threads -> how much faster that many threads ran the work than one (measured)
     scaling: dict[int, float] = field(default_factory=dict)
     loop_wall: float = 0.0  # the sequential tasks' wall time with the sampling loop's own costs
-    load: float = 0.0  # the tasks run alone: seconds waited for a CPU per second computed (``load_ratio``)
+    #: how busy the machine was: seconds a thread waits for a CPU per second computed (``load_ratio``
+    #: of the tasks run alone, or ``runnable_load`` before and after the sample, whichever is larger)
+    load: float = 0.0
     item_bytes: float = 0.0
     result_bytes: float = 0.0
     parent_pickle: float = 0.0  # seconds per task: pickle item + unpickle result
@@ -365,6 +367,7 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
     """
     free = (not gil_enabled()) if free_threaded is None else free_threaded
     s = Sample()
+    load_before = runnable_load()
     mark = cpu_mark()
     alone_computed = alone_queued = 0.0  # the tasks run alone here: seconds computed, waited for a CPU
     limit = SAMPLE_MAX if total is None else min(SAMPLE_MAX, max(1, total // (4 * usable_cpus())))
@@ -431,6 +434,9 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
     kept = cpu_since(mark)
     s.cpu = min(s.wall, s.cpu + kept.queued + kept.gil)
     s.load = load_ratio(alone_computed, alone_queued + kept.queued)
+    load_after = runnable_load()
+    if load_before is not None and load_after is not None:  # the lower: one reading may catch a passing process
+        s.load = max(s.load, min(load_before, load_after))
     if s.failed:
         return s
     if free:
@@ -519,16 +525,29 @@ def _measure_threads(fn: Callable[[Any], Any], source: Iterator[Any], s: Sample,
     # threads is not the tasks' time (on a busy machine each start waited for a CPU for
     # milliseconds, and 3 ms sha256 tasks that release the GIL read 1.0-1.15x).
     wall = max(ends) - min(begins)
-    made = [progress(end - b, t.computed, t.queued) for b, end, t in zip(begins, ends, spent, strict=True)
-            if t is not None]
     s.head.extend(o for part in out for o in part)
     if len(pair) == 2 and not any(o[2] is not None for part in out for o in part) and wall > 0:
-        # Seconds of progress the two threads made per second of wall time: a thread waiting for
-        # the GIL makes none, so this is ~1 when the function holds the GIL and ~2 when it releases
-        # it. Unlike comparing with the sequential tasks, it does not care how long each task is.
-        s.thread_speedup = max(s.thread_speedup or 1.0, min(2.0, sum(made) / wall))
+        s.thread_speedup = max(s.thread_speedup or 1.0, _pair_reading(begins, ends, spent))
         return True
     return False
+
+
+def _pair_reading(begins: list[float], ends: list[float], spent: list[CpuTime | None]) -> float:
+    """How many times as fast as one thread two ran, from each one's span and clocks (1.0 to 2.0).
+
+    Seconds of progress the two made per second of wall time (``progress``): a thread waiting
+    for the GIL makes none, so this is ~1 when the function holds the GIL and ~2 when it releases
+    it, and it does not care how long each task is. What it cannot see: beside more busy loops
+    than CPUs, two threads run little at the same time (each waits for its CPU in turn, and for
+    the GIL at each task's end while the other, holding it, waits for its CPU), and the reading
+    falls towards 1 whatever the function does (sha256 read 1.0-1.4 beside four busy loops).
+    It errs that way only: threads that take turns never read much above 1 (1.0-1.15 there).
+    """
+    clocks = [(end - b, t) for b, end, t in zip(begins, ends, spent, strict=True) if t is not None and end > b]
+    wall = max(ends) - min(begins)
+    if len(clocks) != 2 or wall <= 0:
+        return 1.0
+    return max(1.0, min(2.0, sum(progress(span, t.computed, t.queued) for span, t in clocks) / wall))
 
 
 def _measure_scaling(fn: Callable[[Any], Any], source: Iterator[Any], s: Sample, budget: float,

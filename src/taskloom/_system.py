@@ -92,6 +92,23 @@ def bounded_wait(timeout: float | None) -> float | None:
     return FREE_THREADED_WAKE if timeout is None else min(timeout, FREE_THREADED_WAKE)
 
 
+def runnable_load() -> float | None:
+    """The machine's load now: threads runnable besides the caller's, per CPU; None where unknown.
+
+    From ``/proc/loadavg``'s count of runnable threads (Linux; the whole machine's, counting the
+    one reading it), per CPU of the machine (``os.cpu_count()``: the count covers them all). In
+    the units of ``_sampling.load_ratio``: beside one busy loop per CPU a thread waits about a
+    second for a CPU per second it computes, and this reads 1.0. A snapshot, unlike the run-queue
+    wait of a task of a few ms (not once preempted beside two busy loops, it read 0).
+    """
+    try:
+        with open("/proc/loadavg") as f:
+            runnable = int(f.read().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(0, runnable - 1) / (os.cpu_count() or 1)
+
+
 def default_threads() -> int:
     """The stdlib's thread-pool default, ``min(32, cpus + 4)``: I/O waits, so a few extra threads."""
     return min(32, usable_cpus() + 4)

@@ -57,7 +57,7 @@ from ._modes import by_name
 from ._run._run import Switch
 from ._sampling import CPU_BOUND_RATIO, PROBE_MIN_TASK, Head, Sample, _littles_law, known_size, run_sample
 from ._stats import _fmt as format_seconds
-from ._system import ASYNC_DEFAULT_WORKERS, default_threads, gil_enabled, in_worker, usable_cpus
+from ._system import ASYNC_DEFAULT_WORKERS, default_threads, gil_enabled, in_worker, runnable_load, usable_cpus
 
 if TYPE_CHECKING:
     from ._backends._base import Backend, CpuTime
@@ -69,9 +69,10 @@ log = logging.getLogger("taskloom")
 
 AUTO_BUDGET = 0.05  # seconds of sample tasks mode="auto" runs in the caller's thread
 MIN_GAIN = 1.25  # a concurrent mode must be this much faster than sequential to be chosen
-#: Sampled run-queue wait per second computed above which the machine counts as busy: there a
-#: pool of GIL-releasing CPU work gets as many threads as the stdlib's default, not one per CPU
-#: (the kernel shares busy CPUs per thread: 2 threads beside 2 busy loops hashed at 0.65x of 6).
+#: Load (``Sample.load``: run-queue wait per second computed) above which the machine counts as
+#: busy: there a pool of GIL-releasing CPU work gets as many threads as the stdlib's default, not
+#: one per CPU (the kernel shares busy CPUs per thread: 2 threads beside 2 busy loops hashed at
+#: 0.65x of 6 and summed numpy arrays at 0.83x; idle, 2 and 6 threads were within 5%).
 BUSY_LOAD = 0.25
 WAITS_TOO = 0.9  # a task computing less than this share of its time also waits (for a near-tie)
 THREADS_OVER_PROCESSES = 1.1  # threads win unless processes are modelled this much faster
@@ -226,8 +227,8 @@ def decide(
                            "as one), so threads compute in parallel without pickling.")
             if s.load >= BUSY_LOAD and (busy := max(cpus, default_threads())) > thr_workers:
                 thr_workers = busy
-                reasons.append(f"The machine is busy (tasks run alone waited {s.load:.2f} s for a CPU per second "
-                               f"computed): {busy} threads, as many as the stdlib's default, take their share of "
+                reasons.append(f"The machine is busy (a thread waits about {s.load:.2f} s for a CPU per second it "
+                               f"computes): {busy} threads, as many as the stdlib's default, take their share of "
                                f"its CPUs (the kernel shares them out per thread).")
         if proc_note and not io_bound:
             reasons.append(f"Processes were not considered: {proc_note}.")
@@ -445,6 +446,9 @@ def choose(fn: Callable[..., Any], source: Iterator[Any], total: int | None, wor
     source = itertools.chain((first,), source)
     earlier = _recall(fn, kind)
     if earlier is not None:
+        # How busy the machine is now, not when it was measured (the function's own numbers stand).
+        now = runnable_load()
+        earlier = earlier if now is None else dataclasses.replace(earlier, load=now)
         advice = decide(earlier, total, pool_warm=_processes_warm(), function_pickles=lambda: function_pickles(fn))
         advice = dataclasses.replace(advice, reasons=(
             f"Measured by an earlier run of this function in this process (its {earlier.n} sampled tasks "
