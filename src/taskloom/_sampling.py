@@ -42,6 +42,7 @@ CPU_BOUND_RATIO = 0.5  # CPU time / wall time above which a task is CPU-bound
 OVERLAP_AFTER = 0.005  # seconds a first sample task must have waited before others start beside it
 PROBE_MIN_TASK = 100e-6  # seconds: shorter tasks are not probed for parallel threads (with a GIL)
 PAIR_SECONDS = 0.015  # the GIL probe's two threads each run tasks this long, if the job can spare them
+PAIR_LOADED = 3.0  # on a busy machine, up to this many times longer (see run_sample)
 PAIR_MAX_TASKS = 16  # tasks per thread at most
 SCALING_TAKE = 0.5e-3  # seconds of work a scaling-probe thread takes from the input at once (tiny tasks)
 SCALES = 1.2  # without a GIL, N threads must run this much faster than one to count as scaling
@@ -455,7 +456,10 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
         # moves one (3 ms sha256 tasks read 1.0-1.4x one at a time, 1.9x seven at a time).
         # (Rounded down: a GIL-bound task of 8-15 ms, one per thread, is long enough, and the
         # probe's tasks run at one thread's speed there.)
-        each = max(1, min(int(PAIR_SECONDS / max(s.per_task, 1e-9)), PAIR_MAX_TASKS))
+        # On a busy machine each thread runs on its CPU in turn with the busy loops there, and the
+        # two run side by side only part of the time: longer, as the load says (beside two busy
+        # loops sha256 read 1.39x with 12 ms per thread, 1.46x with 30; threads ran it 1.35x faster).
+        each = max(1, min(int(PAIR_SECONDS * min(PAIR_LOADED, 1 + s.load) / max(s.per_task, 1e-9)), PAIR_MAX_TASKS))
         if total is not None:
             each = max(1, min(each, (total - s.n) // 4))
         # The first probe runs even past the budget: its tasks are real work, kept, run two at a
