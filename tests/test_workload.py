@@ -181,6 +181,26 @@ def usable_cpus_here() -> int:
     return len(os.sched_getaffinity(0))
 
 
+def test_on_a_busy_machine_threads_get_the_benefit_of_the_doubt_over_sequential() -> None:
+    # Eight numpy sums beside two busy loops: the probe read 1.0-1.1x (two threads there run little
+    # at the same time), processes pickle 40 MB per task, and auto ran them sequentially, 1.85x
+    # slower than threads. Busy, threads win over sequential when processes cannot.
+    s = synthetic(0.0015, 1.0, thread_speedup=1.05, item_bytes=40e6, parent_pickle=0.05)
+    assert decide(s, 5, cpus=2, free_threaded=False).mode == "sequential"  # idle: the reading stands
+    s.load = 1.0
+    advice = decide(s, 5, cpus=2, free_threaded=False)
+    assert (advice.mode, advice.workers) == ("threads", max(2, default_threads())), advice
+    assert any("benefit" in r or "may fall short" in r for r in advice.reasons), advice
+    # Not for work processes run faster, not for tasks too short to probe, not for a last task.
+    small = synthetic(0.01, 1.0, thread_speedup=1.0)
+    small.load = 1.0
+    assert decide(small, 1000, cpus=2, free_threaded=False).mode == "processes"
+    tiny = synthetic(2e-6, 1.0, thread_speedup=None, item_bytes=40e6, parent_pickle=0.05)
+    tiny.load = 1.0
+    assert decide(tiny, 1000, cpus=2, free_threaded=False).mode == "sequential"
+    assert decide(s, 1, cpus=2, free_threaded=False).mode == "sequential"
+
+
 def test_a_busy_machine_breaks_no_near_tie_for_threads() -> None:
     # Idle, threads modelled within 1.1x of processes win (nothing to pickle). Busy, two threads
     # also get a larger share of the CPUs than one, and a GIL-bound pair read up to 1.66x: the

@@ -28,7 +28,12 @@ pickling costs in a worker and in the parent, ``b`` the pickled bytes of an item
 is serial: it pickles and moves every item, whatever the number of workers.
 A concurrent mode must beat sequential by ``MIN_GAIN`` to be chosen: parallelism has costs the
 model does not see (memory, debuggability), so a near-tie goes to the simpler engine. For the same
-reason threads win over processes unless processes are ``THREADS_OVER_PROCESSES`` faster.
+reason threads win over processes unless processes are ``THREADS_OVER_PROCESSES`` faster. Two
+exceptions on a busy machine (``Sample.load`` at least ``BUSY_LOAD``), where the two-thread probe
+errs low (threads beside busy loops run little at the same time): a near-tie no longer goes to
+threads for work that only computes, and CPU work whose probe ran goes to threads rather than
+staying sequential when processes would not beat sequential either (it pickles too much): threads
+cost work that holds the GIL ~5%, and save up to half of work that does not.
 
 Workers: CPU-bound work gets the usable CPUs. Blocking I/O gets enough threads to keep the CPU
 busy while tasks wait (Little's law: concurrency = wait time / CPU time per task, times the CPUs),
@@ -45,6 +50,7 @@ import contextlib
 import dataclasses
 import itertools
 import logging
+import math
 import threading
 import time
 import weakref
@@ -203,6 +209,17 @@ def decide(
         reasons.append(f"{best} would be only {speedups[best]:.2f}x faster (model), under the "
                        f"{MIN_GAIN}x worth the extra machinery.")
         best = "sequential"
+    if (best == "sequential" and not io_bound and s.load >= BUSY_LOAD and s.thread_speedup is not None
+            and n > 1 and costs.get("processes", math.inf) >= costs["sequential"]):
+        # On a busy machine the probe's reading errs low only (two threads beside busy loops run
+        # little at the same time): eight numpy sums read 1.0-1.1x there and ran sequentially,
+        # 1.85x slower than on threads. Processes are out (pickling), and threads cost work that
+        # holds the GIL ~5% over one thread: they get the benefit of the doubt.
+        reasons.append(f"The machine is busy (a thread waits about {s.load:.2f} s for a CPU per second it "
+                       f"computes): two threads run little at the same time beside busy loops, so the probe's "
+                       f"{s.thread_speedup:.2f}x may fall short of what threads do; they cost work that holds the "
+                       f"GIL little, and processes would pickle too much.")
+        return Advice("threads", max(cpus, default_threads()), "auto", tuple(reasons), speedups, measured)
     if best == "sequential":
         if scaling and not io_bound:
             reasons.append(f"This interpreter runs without the GIL: {_scaling_text(scaling)} (measured).")
