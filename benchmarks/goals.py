@@ -291,7 +291,35 @@ ROWS: dict[str, Row] = {
 }
 
 #: Why a goal is missed, for the page (a miss without a cause here says "not explained yet").
-CAUSES: dict[str, str] = {}
+CAUSES: dict[str, str] = {
+    "tiny": (
+        "auto runs a sample of ~70 tasks and picks sequential; what is left is the engine's own cost "
+        "per item on that path (the input read into groups, the results into blocks and into the list: "
+        "~30 ns an item, `tl.map(mode=\"sequential\")` took 23.5 ms against the loop's 17.1 ms side by "
+        "side in one process) and ~2 ms of measuring. A plain loop has none of it. Not built: a path "
+        "that runs the rest of a sized input as one batch, past the window."
+    ),
+    "cpu": (
+        "the first run (remembered: 0.96x): a function auto has never seen runs its first task in the "
+        "caller's thread, and after 5 ms a second beside it on a thread (the GIL reading), before the "
+        "process pool takes the rest: two tasks of ~25 ms at one thread's speed on a 0.2 s job "
+        "(`benchmarks/auto.py`, in one process: 1.14x idle, 1.19x busy). In one process, side by side, "
+        "taskloom processes and `ProcessPoolExecutor` took 320 and 318 ms (7 rounds); fresh interpreters "
+        "move by 20% here."
+    ),
+    "numpy": (
+        "on eight tasks of ~1.2 ms taskloom's threads (fixed mode: 6, as `ThreadPoolExecutor`'s default) "
+        "take 12 ms where `ThreadPoolExecutor` takes 10: ~2 ms of the run's own costs on a 10 ms job, not"
+        " yet profiled; the first run also runs three of the eight tasks while it measures, the first "
+        "alone."
+    ),
+    "shared": (
+        "each task also unpickles its SharedArray (a name and a shape) and checks that the name still "
+        "means the segment it mapped (an `os.stat`), and goes through the process pool's batch "
+        "bookkeeping: ~2 ms on 8 tasks, at the edge of the goal (1.03x and 1.10x in this session's two "
+        "runs of 3 and 5 rounds)."
+    ),
+}
 
 
 def _fmt(seconds: float, per: int) -> str:

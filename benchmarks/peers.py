@@ -470,23 +470,25 @@ EXPLANATIONS: dict[str, str] = {
 #: auto is not held to the target, as it also pays for choosing). Keyed by workload.
 AUTO_NOTES: dict[str, str] = {
     "io": (
-        "auto measures the first task in the caller's thread before it starts a pool (the result is "
-        "kept): with 50-100 ms sleeps that is one task's full latency, serially, before the rest overlap. "
-        "Fix (engine): sample on a pool thread and decide from the first ~20 ms of the running task (its "
-        "thread CPU time against wall time already says 'waiting') without waiting for it to end."
+        "auto runs the first task in the caller's thread; once it has waited 5 ms (`OVERLAP_AFTER`) "
+        "more tasks start beside it on threads, as many as Little's law gives from the waiting measured "
+        "so far, and the run goes on on a warm pool of that size. What is left is those 5 ms and the "
+        "threads' start, on a job of a few hundred ms."
     ),
-    "mixed": "as for io: the first fetch runs serially while auto measures it.",
+    "mixed": (
+        "as for io (the first fetch waits 5 ms before others start beside it); the tasks also compute "
+        "~5 ms holding the GIL, and auto sizes its threads from the measured waiting, so against the "
+        "32-thread pools its row moves with how much of each task the sample saw waiting."
+    ),
     "cpu": (
-        "auto runs the first task serially to measure it, and on a loaded machine it can read CPU "
-        "contention as waiting and choose threads: it compares wall time with the thread's CPU time, and "
-        "time spent runnable but not scheduled looks like I/O. Repro: with two busy processes on this "
-        "2-CPU machine, `tl.imap(cpu_task, [1_500_000] * 8)` chooses threads ('51% of each task's 121 ms "
-        "is waiting'). Fix (engine): subtract run-queue wait (`/proc/thread-self/schedstat`, second field) "
-        "or count involuntary context switches before calling a task I/O-bound."
+        "auto measures the first task in the caller's thread; after 5 ms of computing a second starts "
+        "beside it on a thread (the GIL reading), so the job pays about one task at one thread's speed "
+        "before the process pool takes the rest (its results are kept)."
     ),
-    "fib": "auto runs on the same process pool, so the two scheduler behaviours above apply; and as for "
-           "cpu, it runs the first task serially to measure it (here fib(31), the longest).",
-    "array": "as for cpu: the sample runs serially, and contention can mislead it.",
+    "fib": "as for cpu, with uneven tasks: the first one, fib(31), is the longest, and runs while auto "
+           "measures it.",
+    "array": "as for cpu: the sample runs here first (numpy releases the GIL, so auto picks threads, "
+             "which copy nothing).",
     "array-shared": "as for array.",
 }
 
@@ -520,13 +522,11 @@ DASK_NOTES: dict[str, str] = {
         "milliseconds of round trips that process pools do not pay."
     ),
     "io": (
-        "the embedded `LocalCluster` has one single-threaded worker per usable CPU "
-        "(`_backends/_dask.py`), and `workers=32` sets only how many batches are in flight, so 2 sleeps "
-        "run at a time instead of 32. Fix (Dask mode): give the embedded cluster `threads_per_worker = "
-        "ceil(workers / CPUs)` when more workers than CPUs are asked for (or say in the docs that I/O "
-        "needs a cluster with more threads)."
+        "as for every workload: `workers=32` runs 32 batches at once on the embedded cluster's "
+        "single-threaded workers (parcels: one Dask task per worker, each batch on a thread of its own), "
+        "and each parcel is a round trip through the scheduler."
     ),
-    "mixed": "as for io: 2 fetches at a time.",
+    "mixed": "as for io.",
     "array": (
         "as for every workload, plus: each numpy block is scattered to the cluster (taskloom does it for "
         "arrays of 1 MiB or more), a round trip per block that a process pool's pipe does not pay."

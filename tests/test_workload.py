@@ -199,6 +199,7 @@ def test_on_a_busy_machine_threads_get_the_benefit_of_the_doubt_over_sequential(
     tiny.load = 1.0
     assert decide(tiny, 1000, cpus=2, free_threaded=False).mode == "sequential"
     assert decide(s, 1, cpus=2, free_threaded=False).mode == "sequential"
+    assert decide(s, 5, cpus=1, free_threaded=False).mode == "sequential"
 
 
 def test_a_busy_machine_breaks_no_near_tie_for_threads() -> None:
