@@ -197,9 +197,11 @@ def decide(
     # threads get (pure Python read up to 1.66x beside two busy loops), not only what the GIL lets
     # run in parallel. Work that also waits (a tenth of its time or more) keeps it: threads overlap
     # its waits beyond one per CPU, which the model does not count (5 ms waits and ~2 ms of
-    # computing ran 1.38x slower on processes there).
+    # computing ran 1.38x slower on processes there). So does work on a free-threaded build, whose
+    # threads the scaling probe measured, not the GIL probe (3.13t read 10 ms sleeps under load as
+    # computing, and their near-tie went to processes once a snapshot also showed the load).
     if best == "processes" and costs["threads"] <= costs["processes"] * THREADS_OVER_PROCESSES and (
-            s.load < BUSY_LOAD or ratio < WAITS_TOO):
+            s.load < BUSY_LOAD or ratio < WAITS_TOO or scaling):
         best = "threads"
     what = (f"{100 * (1 - ratio):.0f}% of each task's {_fmt(t)} is waiting (I/O or sleep)" if io_bound
             else f"tasks compute {100 * ratio:.0f}% of their {_fmt(t)}")
