@@ -212,7 +212,10 @@ def decide(
                        f"{MIN_GAIN}x worth the extra machinery.")
         best = "sequential"
     if (best == "sequential" and not io_bound and s.load >= BUSY_LOAD and s.thread_speedup is not None
-            and n > 1 and cpus > 1 and costs.get("processes", math.inf) >= costs["sequential"]):
+            and n > 1 and cpus > 1 and costs.get("processes", math.inf) >= costs["sequential"]
+            and s.parent_pickle + s.worker_pickle >= t):
+        # (Only where pickling an item costs more than its task: tiny tasks under a lock, on a job
+        # too short for a pool, went to 6 threads, and the heavy tasks after them stayed there.)
         # On a busy machine the probe's reading errs low only (two threads beside busy loops run
         # little at the same time): eight numpy sums read 1.0-1.1x there and ran sequentially,
         # 1.85x slower than on threads. Processes are out (pickling), and threads cost work that
