@@ -36,6 +36,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from shared import shm_sum, shm_sum_cached  # noqa: E402  (the by-hand SharedMemory tasks of benchmarks/shared.py)
+
 import taskloom as tl  # noqa: E402
 from taskloom._system import usable_cpus  # noqa: E402
 
@@ -67,39 +69,6 @@ def array_sum(array: Any) -> float:
 
 def shared_sum(shared: tl.SharedArray) -> float:
     return float(shared.array.sum())
-
-
-def shm_sum(spec: tuple[str, tuple[int, ...], str]) -> float:
-    """Attach a ``SharedMemory`` block by name, sum it as an array, detach (as the stdlib docs show)."""
-    from multiprocessing import shared_memory
-
-    import numpy as np
-
-    name, shape, dtype = spec
-    block = shared_memory.SharedMemory(name=name)
-    try:
-        view: Any = np.ndarray(shape, dtype=dtype, buffer=block.buf)
-        total = float(view.sum())
-        del view  # the buffer must have no exports before close()
-        return total
-    finally:
-        block.close()
-
-
-_ATTACHED: dict[str, Any] = {}
-
-
-def shm_sum_kept(spec: tuple[str, tuple[int, ...], str]) -> float:
-    """As ``shm_sum``, but each worker keeps its attachments for later tasks (what SharedArray does)."""
-    from multiprocessing import shared_memory
-
-    import numpy as np
-
-    name, shape, dtype = spec
-    block = _ATTACHED.get(name)
-    if block is None:
-        block = _ATTACHED[name] = shared_memory.SharedMemory(name=name)
-    return float(np.ndarray(shape, dtype=dtype, buffer=block.buf).sum())
 
 
 def fresh(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -218,7 +187,7 @@ def contender(row: str, name: str) -> Calls:
             return _same(lambda: tl.map(shared_sum, shared, mode="processes", chunksize=1))
         specs = _shared_blocks()
         pool = _forkserver_pool()
-        task = shm_sum if name == "by hand" else shm_sum_kept
+        task = shm_sum if name == "by hand" else shm_sum_cached
         return _same(lambda: pool.map(task, specs, chunksize=1))
     if row == "stream":
         if name == "Pool.imap(1000)":
