@@ -26,6 +26,7 @@ from taskloom._workload import (
     _item_kind,
     _recall,
     _remember,
+    _settled,
     choose,
     decide,
     forget,
@@ -206,6 +207,46 @@ def test_on_a_busy_machine_threads_get_the_benefit_of_the_doubt_over_sequential(
     assert decide(tiny, 1000, cpus=2, free_threaded=False).mode == "sequential"
     assert decide(s, 1, cpus=2, free_threaded=False).mode == "sequential"
     assert decide(s, 5, cpus=1, free_threaded=False).mode == "sequential"
+
+
+def test_the_gil_probe_does_not_run_where_no_reading_could_change_the_choice() -> None:
+    # Busy, 4 MB items (processes pickle more than the work): threads whatever two threads read,
+    # so the probe does not run; it ran 14 of 32 sha256 tasks on two threads where the pool runs
+    # six (a busy machine's CPUs are shared per thread): first runs took 1.5x the fixed mode's time.
+    s = synthetic(0.003, 1.0, thread_speedup=None, item_bytes=4e6, parent_pickle=0.005)
+    s.load = 1.0
+    assert _settled(28, cpus=2, free_threaded=False)(s)
+    s.moot_probe = True
+    advice = decide(s, 28, cpus=2, free_threaded=False)
+    assert (advice.mode, advice.workers) == ("threads", max(2, default_threads())), advice
+    assert any("none was taken" in r for r in advice.reasons), advice
+    # Idle, a reading decides between threads and sequential; small items, threads and processes.
+    s.load, s.moot_probe = 0.0, False
+    assert not _settled(28, cpus=2, free_threaded=False)(s)
+    small = synthetic(0.003, 1.0, thread_speedup=None)
+    small.load = 1.0
+    assert not _settled(1000, cpus=2, free_threaded=False)(small)
+    # After a reading: settled when a higher one would change nothing.
+    assert _settled(1000, cpus=2, free_threaded=False)(synthetic(0.003, 1.0, thread_speedup=1.9))
+    assert not _settled(1000, cpus=2, free_threaded=False)(synthetic(0.003, 1.0, thread_speedup=1.2))
+
+
+def test_run_sample_asks_whether_the_probe_is_worth_running() -> None:
+    import numpy as np
+
+    from taskloom._sampling import run_sample
+
+    arrays = [np.ones(5_000_000) for _ in range(8)]
+    asked: list[Sample] = []
+    skipped = run_sample(np_sums, iter(arrays), 0.05, total=8, free_threaded=False,
+                         settled=lambda s: asked.append(s) or True)
+    assert asked
+    assert asked[0].item_bytes > 40e6 * 0.9  # priced before it is asked
+    assert (skipped.moot_probe, skipped.thread_speedup, skipped.n) == (True, None, 1), skipped
+    probed = run_sample(np_sums, iter(arrays), 0.05, total=8, free_threaded=False, settled=lambda s: False)
+    assert not probed.moot_probe
+    assert probed.thread_speedup is not None
+    assert probed.n >= 3, probed
 
 
 def test_a_busy_machine_breaks_no_near_tie_for_threads() -> None:

@@ -42,7 +42,6 @@ CPU_BOUND_RATIO = 0.5  # CPU time / wall time above which a task is CPU-bound
 OVERLAP_AFTER = 0.005  # seconds a first sample task must have waited before others start beside it
 PROBE_MIN_TASK = 100e-6  # seconds: shorter tasks are not probed for parallel threads (with a GIL)
 PAIR_SECONDS = 0.015  # the GIL probe's two threads each run tasks this long, if the job can spare them
-PAIR_LOADED = 3.0  # on a busy machine, up to this many times longer (see run_sample)
 PAIR_MAX_TASKS = 16  # tasks per thread at most
 SCALING_TAKE = 0.5e-3  # seconds of work a scaling-probe thread takes from the input at once (tiny tasks)
 SCALES = 1.2  # without a GIL, N threads must run this much faster than one to count as scaling
@@ -79,6 +78,8 @@ class Sample:
     parent_pickle: float = 0.0  # seconds per task: pickle item + unpickle result
     worker_pickle: float = 0.0  # seconds per task: unpickle item + pickle result
     picklable: bool = True
+    #: the GIL probe did not run because no reading could have changed the choice (see run_sample)
+    moot_probe: bool = False
     exhausted: bool = False  # the sample read the whole input
     overlapped: int = 0  # tasks started beside a waiting first task (see _Overlap)
     #: probe chunks, in input order after ``head``, handed to the run unfinished (``InFlight``)
@@ -355,7 +356,8 @@ def _timed_call(fn: Callable[[Any], Any], item: Any, runqueue: bool = True) -> _
 
 
 def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, total: int | None = None,
-               overlap: int = 0, free_threaded: bool | None = None, hand_off: bool = False) -> Sample:
+               overlap: int = 0, free_threaded: bool | None = None, hand_off: bool = False,
+               settled: Callable[[Sample], bool] | None = None) -> Sample:
     """Run items from ``source`` here, within ``budget`` seconds, and measure them.
 
     Sample tasks run one at a time, so a short job is sampled lightly: at most a quarter of each
@@ -365,6 +367,9 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
     CPU-bound work is then run on 2 and N threads at once to see whether threads scale
     (``_measure_scaling``) instead of the GIL probe; with ``hand_off``, tasks that show threads
     hopeless may still run when it returns (``Sample.in_flight``: the caller's run takes them).
+    ``settled(sample)``: whether no two-thread reading, or no higher one than the sample's, could
+    change the choice (its pickling costs are measured before it is asked): the GIL probe does
+    not run (``Sample.moot_probe``), or not again.
     """
     free = (not gil_enabled()) if free_threaded is None else free_threaded
     s = Sample()
@@ -447,7 +452,23 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
         _measure_pickling(s)
         return s
     # A busy machine can only make threads look less parallel than they are, so the largest
-    # of a few readings is the best one; as many as the budget allows, up to four.
+    # of a few readings is the best one; as many as the budget allows, up to four, while a
+    # higher one could still change the choice (``settled``). Beside busy loops each probe
+    # thread runs on its CPU in turn with them, and the two run side by side only part of the
+    # time: a probe run longer there once (3x, for every job) read sha256 1.46x instead of 1.39x
+    # and changed no choice, but ran a third of the job on two threads where the pool runs six
+    # (a thread's share of a busy machine is per thread): first runs took 1.5x the fixed mode's time.
+    priced = 0  # sample tasks whose pickling is measured (the first three tell it)
+
+    def settled_now() -> bool:
+        nonlocal priced
+        if settled is None:
+            return False
+        if priced < min(3, s.n):
+            _measure_pickling(s)
+            priced = min(3, s.n)
+        return settled(s)
+
     probes_started = time.perf_counter()
     for probe in range(1 if s.thread_speedup is not None else 0, 4):
         spent = s.wall + time.perf_counter() - probes_started
@@ -456,10 +477,7 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
         # moves one (3 ms sha256 tasks read 1.0-1.4x one at a time, 1.9x seven at a time).
         # (Rounded down: a GIL-bound task of 8-15 ms, one per thread, is long enough, and the
         # probe's tasks run at one thread's speed there.)
-        # On a busy machine each thread runs on its CPU in turn with the busy loops there, and the
-        # two run side by side only part of the time: longer, as the load says (beside two busy
-        # loops sha256 read 1.39x with 12 ms per thread, 1.46x with 30; threads ran it 1.35x faster).
-        each = max(1, min(int(PAIR_SECONDS * min(PAIR_LOADED, 1 + s.load) / max(s.per_task, 1e-9)), PAIR_MAX_TASKS))
+        each = max(1, min(int(PAIR_SECONDS / max(s.per_task, 1e-9)), PAIR_MAX_TASKS))
         if total is not None:
             each = max(1, min(each, (total - s.n) // 4))
         # The first probe runs even past the budget: its tasks are real work, kept, run two at a
@@ -473,9 +491,15 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
         # more than the probe: with a few long tasks, at least two rounds of every CPU still to run.
         if s.n + 2 > 2 * limit and (total is None or total - s.n - 2 < 2 * usable_cpus()):
             break
-        if (s.thread_speedup or 0) > 1.8 or not _measure_threads(fn, source, s, each):
+        if (s.thread_speedup or 0) > 1.8:
             break
-    _measure_pickling(s)
+        if settled_now():
+            s.moot_probe = s.thread_speedup is None  # (no reading: none could have changed the choice)
+            break
+        if not _measure_threads(fn, source, s, each):
+            break
+    if priced < min(3, s.n):
+        _measure_pickling(s)
     return s
 
 

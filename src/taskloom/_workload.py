@@ -211,7 +211,8 @@ def decide(
         reasons.append(f"{best} would be only {speedups[best]:.2f}x faster (model), under the "
                        f"{MIN_GAIN}x worth the extra machinery.")
         best = "sequential"
-    if (best == "sequential" and not io_bound and s.load >= BUSY_LOAD and s.thread_speedup is not None
+    probed = s.thread_speedup is not None or s.moot_probe  # (a moot probe: no reading could change this)
+    if (best == "sequential" and not io_bound and s.load >= BUSY_LOAD and probed
             and n > 1 and cpus > 1 and costs.get("processes", math.inf) >= costs["sequential"]
             and s.parent_pickle + s.worker_pickle >= t):
         # (Only where pickling an item costs more than its task: tiny tasks under a lock, on a job
@@ -220,10 +221,11 @@ def decide(
         # little at the same time): eight numpy sums read 1.0-1.1x there and ran sequentially,
         # 1.85x slower than on threads. Processes are out (pickling), and threads cost work that
         # holds the GIL ~5% over one thread: they get the benefit of the doubt.
+        probe = ("no reading of two threads could have changed this, so none was taken" if s.thread_speedup is None
+                 else f"the probe's {s.thread_speedup:.2f}x may fall short of what threads do")
         reasons.append(f"The machine is busy (a thread waits about {s.load:.2f} s for a CPU per second it "
-                       f"computes): two threads run little at the same time beside busy loops, so the probe's "
-                       f"{s.thread_speedup:.2f}x may fall short of what threads do; they cost work that holds the "
-                       f"GIL little, and processes would pickle too much.")
+                       f"computes): two threads run little at the same time beside busy loops, so {probe}; "
+                       f"threads cost work that holds the GIL little, and processes would pickle too much.")
         return Advice("threads", max(cpus, default_threads()), "auto", tuple(reasons), speedups, measured)
     if best == "sequential":
         if scaling and not io_bound:
@@ -428,7 +430,7 @@ def _recall(fn: Any, kind: tuple[type, int]) -> Sample | None:
 def _remember(fn: Any, kind: tuple[type, int], s: Sample) -> None:
     if s.failed or not s.timed:
         return
-    if s.thread_speedup is None and not s.scaling and s.cpu_ratio >= CPU_BOUND_RATIO and (
+    if s.thread_speedup is None and not s.scaling and not s.moot_probe and s.cpu_ratio >= CPU_BOUND_RATIO and (
             s.per_task >= PROBE_MIN_TASK or not gil_enabled()):
         return  # a short job skipped the probe of parallel threads: its choice was a guess, not worth repeating
     with contextlib.suppress(TypeError), _remembered_lock:
@@ -477,12 +479,29 @@ def choose(fn: Callable[..., Any], source: Iterator[Any], total: int | None, wor
             f"took {_fmt(earlier.per_task)} each).", *advice.reasons))
         log.info("taskloom auto mode: %s", advice)
         return Choice(by_name(advice.mode), advice, [], workers or advice.workers, earlier, source)
-    s = run_sample(fn, source, AUTO_BUDGET, total, overlap, hand_off=hand_off)
+    s = run_sample(fn, source, AUTO_BUDGET, total, overlap, hand_off=hand_off, settled=_settled(total))
     _remember(fn, kind, s)
     remaining = 0 if s.exhausted else (None if total is None else max(0, total - s.taken))
     advice = decide(s, remaining, pool_warm=_processes_warm(), function_pickles=lambda: function_pickles(fn))
     log.info("taskloom auto mode: %s", advice)
     return Choice(by_name(advice.mode), advice, s.head, workers or advice.workers, s, source)
+
+
+def _settled(total: int | None, *, cpus: int | None = None,
+             free_threaded: bool | None = None) -> Callable[[Sample], bool]:
+    """For ``run_sample``: could a two-thread reading (before the probe: any; after it: a higher
+    one) still change the choice? If not, the GIL probe does not run (again): each probe runs on
+    two threads what a pool would run on more, and on a busy machine a thread's share of the CPUs
+    is per thread."""
+
+    def settled(s: Sample) -> bool:
+        remaining = None if total is None else max(0, total - s.taken)
+        warm = _processes_warm()
+        low, high = (dataclasses.replace(s, thread_speedup=x) for x in (s.thread_speedup or 1.0, 2.0))
+        a, b = (decide(x, remaining, cpus=cpus, pool_warm=warm, free_threaded=free_threaded) for x in (low, high))
+        return (a.mode, a.workers) == (b.mode, b.workers)
+
+    return settled
 
 
 def _processes_warm() -> bool:
