@@ -19,7 +19,7 @@ from taskloom._backends._base import Done
 from taskloom._run._chunker import MAX_GROWTH
 from taskloom._run._delivery import Group
 from taskloom._run._dispatch import MEASURED_AT_ONCE, Dispatch
-from taskloom._run._intake import Intake
+from taskloom._run._intake import Intake, put_back
 from taskloom._run._policy import backoff_delay
 from taskloom._run._run import PushSource, Switch
 from taskloom._run._tally import Tally
@@ -331,6 +331,33 @@ def test_intake_reads_as_asked_and_closes_at_the_end() -> None:
     assert state(intake) == (True, False, False)
     assert intake.take(3) == ([], None)
     assert state(intake) == (False, False, False)
+
+
+@pytest.mark.parametrize("kind", [list, tuple])
+def test_intake_reads_a_list_or_tuple_a_slice_at_a_time_from_where_its_iterator_is(kind: type) -> None:
+    # A slice of the sequence, not item by item; the iterator moves as if read, so whoever reads
+    # it next (auto's sample, the caller) goes on from there; an item put back is read again.
+    source = iter(kind(range(10)))
+    assert next(source) == 0
+    intake = Intake(source, Tally(None))
+    taken, error = intake.take(4)
+    assert (taken, error, type(taken)) == ([1, 2, 3, 4], None, list)
+    assert next(source) == 5
+    assert put_back(5, source) is source  # moved back one place, still sliceable
+    assert intake.take(100) == ([5, 6, 7, 8, 9], None)
+    assert state(intake) == (True, False, False)
+    assert intake.take(3) == ([], None)
+    assert state(intake) == (False, False, False)
+    assert list(put_back(9, source)) == [9]  # exhausted: chained
+
+
+def test_a_map_of_a_list_iterator_already_read_from_runs_the_rest_once() -> None:
+    items = list(range(1000))
+    source = iter(items)
+    assert [next(source) for _ in range(3)] == [0, 1, 2]
+    assert tl.map(lambda x: -x, source, mode="sequential") == [-x for x in items[3:]]
+    assert next(source, None) is None
+    assert tl.map(lambda x: -x, tuple(items)) == [-x for x in items]  # auto: its sample, then the slices
 
 
 def test_intake_keeps_what_the_input_gave_before_it_raised() -> None:

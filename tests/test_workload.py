@@ -885,3 +885,40 @@ def test_auto_starts_only_its_thread_probe_beside_a_computing_task_and_nothing_u
     outcomes = tl.map(meet, [0, 1], rate="1000/s", on_error="collect")
     assert isinstance(outcomes[0].error, tl.TaskError)  # sampled alone: no one came to meet it
     assert isinstance(outcomes[0].error.__cause__, threading.BrokenBarrierError)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/thread-self/schedstat"), reason="Linux's schedstat")
+def test_a_threads_run_queue_clock_is_its_own_and_its_file_goes_with_it() -> None:
+    # Each thread keeps its schedstat file open (reread in ~1 us): the file must close when the
+    # thread ends, and a forked child must read its own thread, not the parent's.
+    import gc
+
+    from taskloom._backends._base import _own_schedstat, runqueue_seconds
+
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    runqueue_seconds()
+    before = fds()
+    readings: list[float] = []
+    threads = [threading.Thread(target=lambda: readings.append(runqueue_seconds())) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    gc.collect()
+    assert len(readings) == 20
+    assert fds() == before
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the file it reads is its own thread's
+        os.close(read)
+        runqueue_seconds()
+        path = os.readlink(f"/proc/self/fd/{_own_schedstat.file.fd}")
+        os.write(write, b"1" if path == f"/proc/{os.getpid()}/task/{threading.get_native_id()}/schedstat" else b"0")
+        os._exit(0)
+    os.close(write)
+    answer = os.read(read, 1)
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert answer == b"1"

@@ -60,6 +60,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._callables import function_pickles, is_coroutine_function
 from ._modes import by_name
+from ._run._intake import put_back
 from ._run._run import Switch
 from ._sampling import CPU_BOUND_RATIO, PROBE_MIN_TASK, Head, Sample, _littles_law, known_size, run_sample
 from ._stats import _fmt as format_seconds
@@ -467,7 +468,7 @@ def choose(fn: Callable[..., Any], source: Iterator[Any], total: int | None, wor
         advice = decide(s, 0)
         return Choice(by_name(advice.mode), advice, [], workers or advice.workers, None, source)
     kind = _item_kind(first)
-    source = itertools.chain((first,), source)
+    source = put_back(first, source)  # (a list's iterator, moved back: the run reads it a slice at a time)
     earlier = _recall(fn, kind)
     if earlier is not None:
         # How busy the machine is now, not when it was measured (the function's own numbers stand).
