@@ -82,10 +82,27 @@ def fresh(fn: Callable[..., Any]) -> Callable[..., Any]:
 Calls = tuple[Callable[[], Any], Callable[[], Any]]
 
 
+def _warm_pools() -> None:
+    """Start taskloom's process and thread pools, as every peer's pool is started before its clock.
+
+    (The warm-up call alone would not: on a job near the line a first run may choose sequential, and
+    the timed run then start the process pool, ~150 ms here with workers importing this module.)
+    """
+    tl.map(square, range(WORKERS * 4), mode="processes")
+    tl.map(square, range(WORKERS * 4), mode="threads")
+
+
 def _auto(fn: Callable[[Any], Any], items: Callable[[], Any], first_run: bool) -> Calls:
-    if first_run:  # both calls get a function auto has not seen; the warm-up warms the pools
-        return (lambda: tl.map(fresh(fn), items()), lambda: tl.map(fresh(fn), items()))
-    return (lambda: tl.map(fn, items()), lambda: tl.map(fn, items()))
+    def warm(call: Callable[[], Any]) -> Callable[[], Any]:
+        def both() -> Any:
+            _warm_pools()
+            return call()
+
+        return both
+
+    if first_run:  # both calls get a function auto has not seen
+        return (warm(lambda: tl.map(fresh(fn), items())), lambda: tl.map(fresh(fn), items()))
+    return (warm(lambda: tl.map(fn, items())), lambda: tl.map(fn, items()))
 
 
 def _same(call: Callable[[], Any]) -> Calls:
@@ -262,25 +279,33 @@ ROWS: dict[str, Row] = {
 #: Why a goal is missed, for the page (a miss without a cause here says "not explained yet").
 CAUSES: dict[str, str] = {
     "tiny": (
-        "auto runs a sample of ~70 tasks and picks sequential; what is left is the engine's own cost "
-        "per item on that path (the input read into groups, the results into blocks and into the list: "
-        "~30 ns an item, `tl.map(mode=\"sequential\")` took 23.5 ms against the loop's 17.1 ms side by "
-        "side in one process) and ~2 ms of measuring. A plain loop has none of it. Not built: a path "
-        "that runs the rest of a sized input as one batch, past the window."
+        "auto runs a sample of ~70 tasks (~1 ms) and picks sequential. In one process, side by side (15 "
+        "rounds, 2026-12-04): the loop 9.5-11.0 ms, `tl.map(mode=\"sequential\")` 11.6 ms, auto 12.5-13.0 "
+        "ms, auto's first run 13.3 ms. What the engine adds on ~50 ns tasks is its bookkeeping per item: "
+        "each item is copied into its batch (a slice of the list since 2026-12-04: item by item it "
+        "was ~15% of the run), each result into the caller's list, and both lists freed, ~10 ns an item "
+        "(2% on tasks of 1 us). Fresh interpreters move more than that (the loop took 0.07-0.09 us an "
+        "item across runs), and a first run there also pays for memory the process touches first. Not "
+        "built: results written straight into the caller's list (the sequential path would give up the "
+        "window's order and error bookkeeping that every engine shares)."
     ),
     "cpu": (
-        "the first run (remembered: 0.96x): a function auto has never seen runs its first task in the "
+        "the first run (remembered: 0.96x; auto's pools are started before the clock too, as the peers' "
+        "are: a warm-up run that chose sequential, near the line on this 0.3 s job, had left the timed run "
+        "to start the process pool, 1.34x): a function auto has never seen runs its first task in the "
         "caller's thread, and after 5 ms a second beside it on a thread (the GIL reading), before the "
         "process pool takes the rest: two tasks of ~25 ms at one thread's speed on a 0.2 s job "
-        "(`benchmarks/auto.py`, in one process: 1.14x idle, 1.19x busy). In one process, side by side, "
+        "(`benchmarks/auto.py`, in one process: 1.14x idle, 1.07x busy). In one process, side by side, "
         "taskloom processes and `ProcessPoolExecutor` took 320 and 318 ms (7 rounds); fresh interpreters "
         "move by 20% here."
     ),
     "numpy": (
-        "on eight tasks of ~1.2 ms taskloom's threads (fixed mode: 6, as `ThreadPoolExecutor`'s default) "
-        "take 12 ms where `ThreadPoolExecutor` takes 10: ~2 ms of the run's own costs on a 10 ms job, not"
-        " yet profiled; the first run also runs three of the eight tasks while it measures, the first "
-        "alone."
+        "a 10 ms job of eight ~1.2 ms tasks. In one process, side by side (21 rounds, 2026-12-04): "
+        "`ThreadPoolExecutor` 10.3 ms, taskloom threads 11.2 (chunksize 1: 10.6), auto 11.3, auto's "
+        "first run 13.2: the run's own costs are ~0.1 ms a task (its bookkeeping, the BLAS cap, the "
+        "slowest items' descriptions), and the first run runs three of the eight tasks while it "
+        "measures, the first alone and two on the GIL probe's threads (1.7x). Fresh interpreters move by "
+        "15% on a job this short (remembered auto: 1.00x in one run of 7 rounds, 1.18x in the next)."
     ),
     "shared": (
         "each task also unpickles its SharedArray (a name and a shape) and checks that the name still "
