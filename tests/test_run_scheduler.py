@@ -11,6 +11,7 @@ import queue
 import random
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -349,6 +350,17 @@ def test_intake_reads_a_list_or_tuple_a_slice_at_a_time_from_where_its_iterator_
     assert intake.take(3) == ([], None)
     assert state(intake) == (False, False, False)
     assert list(put_back(9, source)) == [9]  # exhausted: chained
+
+
+def test_a_list_subclass_is_read_as_iterating_reads_it_not_sliced() -> None:
+    class Shouting(list):  # type: ignore[type-arg]
+        def __getitem__(self, index: Any) -> Any:  # iterating a list does not call it
+            raise AssertionError("sliced")
+
+    intake = Intake(iter(Shouting(["a", "b", "c"])), Tally(None))
+    assert intake.take(2) == (["a", "b"], None)
+    assert intake.take(2) == (["c"], None)
+    assert tl.map(str.upper, Shouting(["a", "b"])) == ["A", "B"]
 
 
 def test_a_map_of_a_list_iterator_already_read_from_runs_the_rest_once() -> None:

@@ -26,8 +26,10 @@ def _state(source: Iterator[Any]) -> tuple[Any, ...]:
     return cast("tuple[Any, ...]", source.__reduce__())
 
 
-def _slice(source: Iterator[Any], size: int) -> list[Any]:
-    """The next ``size`` items of a list or tuple iterator, as one slice of its sequence.
+def _slice(source: Iterator[Any], size: int) -> list[Any] | None:
+    """The next ``size`` items of a list or tuple iterator, as one slice of its sequence (None: read
+    it item by item, as iteration does, for a subclass: its ``__getitem__`` may not give what
+    iterating gives).
 
     ``islice`` copies an item at a time through the iterator: on 200,000 tiny tasks that was ~15%
     of a sequential run's time, the slice ~6%. The iterator's own state (``__reduce__`` gives the
@@ -38,6 +40,8 @@ def _slice(source: Iterator[Any], size: int) -> list[Any]:
     if len(state) < 3:  # exhausted
         return []
     seq, pos = state[1][0], state[2]
+    if type(seq) is not list and type(seq) is not tuple:
+        return None
     chunk = seq[pos:pos + size]
     source.__setstate__(pos + len(chunk))  # type: ignore[attr-defined]
     return chunk if type(chunk) is list else list(chunk)
@@ -93,8 +97,9 @@ class Intake:
             # extend() keeps what it appended before the input raised.
             t_in = time.perf_counter()
             try:
-                if type(source) in _SLICEABLE:
-                    items = _slice(source, size)
+                sliced = _slice(source, size) if type(source) in _SLICEABLE else None
+                if sliced is not None:
+                    items = sliced
                 else:
                     items.extend(itertools.islice(source, size))
             finally:
