@@ -93,16 +93,14 @@ def _warm_pools() -> None:
 
 
 def _auto(fn: Callable[[Any], Any], items: Callable[[], Any], first_run: bool) -> Calls:
-    def warm(call: Callable[[], Any]) -> Callable[[], Any]:
-        def both() -> Any:
-            _warm_pools()
-            return call()
+    def call() -> Any:  # first run: each call gets a function auto has not seen
+        return tl.map(fresh(fn) if first_run else fn, items())
 
-        return both
+    def warm_up() -> Any:
+        _warm_pools()
+        return call()
 
-    if first_run:  # both calls get a function auto has not seen
-        return (warm(lambda: tl.map(fresh(fn), items())), lambda: tl.map(fresh(fn), items()))
-    return (warm(lambda: tl.map(fn, items())), lambda: tl.map(fn, items()))
+    return warm_up, call
 
 
 def _same(call: Callable[[], Any]) -> Calls:

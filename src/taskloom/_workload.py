@@ -498,9 +498,9 @@ def _settled(total: int | None, *, cpus: int | None = None,
     def settled(s: Sample) -> bool:
         remaining = None if total is None else max(0, total - s.taken)
         warm = _processes_warm()
-        low, high = (dataclasses.replace(s, thread_speedup=x) for x in (s.thread_speedup or 1.0, 2.0))
-        a, b = (decide(x, remaining, cpus=cpus, pool_warm=warm, free_threaded=free_threaded) for x in (low, high))
-        return (a.mode, a.workers) == (b.mode, b.workers)
+        low, high = (decide(dataclasses.replace(s, thread_speedup=reading), remaining, cpus=cpus, pool_warm=warm,
+                            free_threaded=free_threaded) for reading in (s.thread_speedup or 1.0, 2.0))
+        return (low.mode, low.workers) == (high.mode, high.workers)
 
     return settled
 

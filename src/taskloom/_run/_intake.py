@@ -28,14 +28,16 @@ def _state(source: Iterator[Any]) -> tuple[Any, ...]:
 
 def _slice(source: Iterator[Any], size: int) -> list[Any] | None:
     """The next ``size`` items of a list or tuple iterator, as one slice of its sequence (None: read
-    it item by item, as iteration does, for a subclass: its ``__getitem__`` may not give what
-    iterating gives).
+    it item by item, as iteration does: any other iterator, or one over a subclass, whose
+    ``__getitem__`` may not give what iterating gives).
 
     ``islice`` copies an item at a time through the iterator: on 200,000 tiny tasks that was ~15%
     of a sequential run's time, the slice ~6%. The iterator's own state (``__reduce__`` gives the
     sequence and the position, ``__setstate__`` moves it) stays the one truth of where the input
     is, so whoever else reads it (auto's sample) reads on from there.
     """
+    if type(source) not in _SLICEABLE:
+        return None
     state = _state(source)
     if len(state) < 3:  # exhausted
         return []
@@ -97,7 +99,7 @@ class Intake:
             # extend() keeps what it appended before the input raised.
             t_in = time.perf_counter()
             try:
-                sliced = _slice(source, size) if type(source) in _SLICEABLE else None
+                sliced = _slice(source, size)
                 if sliced is not None:
                     items = sliced
                 else:
