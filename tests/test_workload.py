@@ -895,20 +895,31 @@ def test_a_threads_run_queue_clock_is_its_own_and_its_file_goes_with_it() -> Non
 
     from taskloom._backends._base import _own_schedstat, runqueue_seconds
 
-    def fds() -> int:
-        return len(os.listdir("/proc/self/fd"))
+    def points_at(fd: int) -> str | None:
+        try:
+            return os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            return None
 
-    runqueue_seconds()
-    before = fds()
-    readings: list[float] = []
-    threads = [threading.Thread(target=lambda: readings.append(runqueue_seconds())) for _ in range(20)]
+    # Each thread's own file, by number and path (not a count of the process's files: other
+    # threads of the test process, a Dask cluster's, open and close theirs meanwhile).
+    opened: list[tuple[int, str | None]] = []
+
+    def read() -> None:
+        runqueue_seconds()
+        fd = _own_schedstat.file.fd
+        opened.append((fd, points_at(fd)))
+
+    threads = [threading.Thread(target=read) for _ in range(20)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     gc.collect()
-    assert len(readings) == 20
-    assert fds() == before
+    assert len(opened) == 20
+    assert all(path is not None and path.endswith("/schedstat") for _, path in opened), opened
+    still_open = [(fd, path) for fd, path in opened if points_at(fd) == path]
+    assert not still_open, f"a thread's schedstat file outlived its thread: {still_open}"
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: the file it reads is its own thread's
