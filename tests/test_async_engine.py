@@ -442,7 +442,7 @@ def test_a_loop_shut_down_under_a_batch_in_parts_fails_only_what_had_not_ended()
 def test_an_unordered_group_reported_in_parts_is_handed_out_as_its_items_end() -> None:
     delivery = Delivery(ordered=False, collect=False)
     group = delivery.open_group(0, ["a", "b", "c", "d"])
-    group.values[:] = ["A", "B", "C", None]
+    group.slots()[:] = ["A", "B", "C", None]
     group.succeed(2)
     group.succeed(0)
     delivery.deliver(group, part=True)
@@ -451,7 +451,7 @@ def test_an_unordered_group_reported_in_parts_is_handed_out_as_its_items_end() -
     group.succeed(1)
     delivery.deliver(group)  # not a part (a retried item's own batch): it waits for the group's end
     assert delivery.take() is None
-    group.values[3] = "D"
+    group.slots()[3] = "D"
     group.succeed(3)
     delivery.deliver(group, part=True)
     assert delivery.take() == ["B", "D"]  # the rest, each once

@@ -18,7 +18,7 @@ from tests.fake_engine import Ok, make_run
 def finish(group: Group, values: list[int] | None = None) -> Group:
     """Every item of ``group`` ends with a value (its item times 10 unless given)."""
     for pos, item in enumerate(group.items):
-        group.values[pos] = item * 10 if values is None else values[pos]
+        group.slots()[pos] = item * 10 if values is None else values[pos]
         group.succeed(pos)
     return group
 
@@ -50,13 +50,13 @@ def test_ordered_hands_out_groups_in_input_order_whatever_finishes_first() -> No
 def test_unordered_hands_out_each_group_once_all_its_items_ended() -> None:
     d = Delivery(ordered=False, collect=False)
     first, second = d.open_group(0, [0, 1]), d.open_group(2, [2])
-    first.values[0] = 0
+    first.slots()[0] = 0
     first.succeed(0)
     d.deliver(first)
     assert not d.has_ready  # one item of it still runs
     d.deliver(finish(second))
     assert taken(d) == [[20]]
-    first.values[1] = 10
+    first.slots()[1] = 10
     first.succeed(1)
     d.deliver(first)
     assert taken(d) == [[0, 10]]
@@ -67,7 +67,7 @@ def test_a_group_with_an_error_is_not_handed_out_without_collect() -> None:
     d = Delivery(ordered=False, collect=False)
     group = d.open_group(0, [0, 1])
     group.fail(0, error(0))
-    group.values[1] = 10
+    group.slots()[1] = 10
     group.succeed(1)
     d.deliver(group)
     assert d.take() is None  # the run raises the error instead
@@ -78,7 +78,7 @@ def test_collect_hands_out_an_outcome_per_item() -> None:
     d = Delivery(ordered=True, collect=True)
     group = d.open_group(5, ["a", "b", "c"])
     group.durations = [0.5, 1.5, 2.5]
-    group.values[0], group.values[2] = "A", "C"
+    group.slots()[0], group.slots()[2] = "A", "C"
     group.succeed(0)
     group.attempts[1] = 3
     failure = error(6)
@@ -117,10 +117,10 @@ def test_halt_hands_out_what_precedes_the_first_failure_then_nothing() -> None:
     first, failed, later = d.open_group(0, [0, 1]), d.open_group(2, [2, 3, 4]), d.open_group(5, [5])
     finish(first)  # finished, not delivered yet (the run delivers after each event)
     d.deliver(finish(later))
-    failed.values[0] = 20
+    failed.slots()[0] = 20
     failed.succeed(0)
     failed.fail(1, error(3))
-    failed.values[2] = 40
+    failed.slots()[2] = 40
     failed.succeed(2)
     d.halt_at(failed)
     assert taken(d) == [[0, 10], [20]]  # the head group, then the values before the failed item
@@ -132,7 +132,7 @@ def test_halt_on_a_groups_first_item_hands_out_nothing_of_that_group() -> None:
     d = Delivery(ordered=True, collect=False)
     group = d.open_group(0, [0, 1])
     group.fail(0, error(0))
-    group.values[1] = 10
+    group.slots()[1] = 10
     group.succeed(1)
     d.halt_at(group)
     assert d.take() is None

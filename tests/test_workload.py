@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 import taskloom as tl
+from taskloom import _sampling
 from taskloom._backends._base import Batch, CpuTime, Job
 from taskloom._modes import by_name
 from taskloom._pools import get_backend
@@ -832,6 +833,45 @@ def test_auto_starts_more_tasks_while_a_waiting_first_task_runs() -> None:
     run = tl.imap(meet, [0, 1, 2])
     assert list(run) == [0, 1, 2]
     assert run.advice is not None
+
+
+def test_a_run_does_not_wait_for_tasks_started_beside_a_waiting_first_task() -> None:
+    # The tasks started beside the first one wait until a task has run on the pool: a sample that
+    # waited for them before choosing would never start it (their wait times out).
+    release = threading.Event()
+    beside: list[int] = []
+    released: list[bool] = []
+
+    def task(x: int) -> int:
+        if x == 0:
+            time.sleep(0.05)  # the first task waits: the watcher starts more beside it
+        elif threading.current_thread().name == "taskloom-auto-sample":
+            beside.append(x)
+            released.append(release.wait(10))
+            if x == 1:
+                raise SystemExit("an exit in a task is that item's error, as on a pool thread")
+        else:
+            release.set()
+        return x
+
+    outcomes = tl.map(task, range(40), workers=4, on_error="collect")  # (at most 3 beside the first)
+    assert beside, "nothing started beside the first task"
+    assert released == [True] * len(beside), "the sample waited for the tasks beside it"
+    assert [o.index for o in outcomes] == list(range(40))
+    assert [o.value for o in outcomes if o.index != 1] == [x for x in range(40) if x != 1]
+    assert isinstance(outcomes[1].error, tl.TaskError)
+    assert isinstance(outcomes[1].error.__cause__, SystemExit)
+
+
+def test_a_sample_stops_after_a_first_task_that_waited_even_if_nothing_started_beside_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The watcher may look only after the first task's wait ended (a wait about its window's
+    # length): more tasks one at a time would only delay the run.
+    monkeypatch.setattr(_sampling._Overlap, "check", lambda self: None)  # it never starts any
+    s = _sampling.run_sample(lambda x: time.sleep(0.01), iter(range(100)), budget=1.0, total=100, overlap=4,
+                             hand_off=True)
+    assert (s.timed, s.overlapped, s.in_flight) == (1, 0, [])
+    assert s.cpu_ratio < 0.5
 
 
 def test_auto_overlap_loses_and_duplicates_nothing() -> None:

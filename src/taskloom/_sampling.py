@@ -82,7 +82,8 @@ class Sample:
     moot_probe: bool = False
     exhausted: bool = False  # the sample read the whole input
     overlapped: int = 0  # tasks started beside a waiting first task (see _Overlap)
-    #: probe chunks, in input order after ``head``, handed to the run unfinished (``InFlight``)
+    #: sample tasks (of the scaling probe, or beside a first task that waited), in input order
+    #: after ``head``, handed to the run unfinished (``InFlight``)
     in_flight: list[InFlight] = field(default_factory=list)
 
     @property
@@ -134,6 +135,12 @@ class _Overlap:
     thread, as the probe for parallel threads (``probe=True``): the two threads' busy time over
     the time they ran together says whether the function releases the GIL (``speedup``), and a
     long task is measured without a second, serial probe afterwards.
+
+    Each task started is an ``InFlight`` chunk of one item. A run (``finish(hand_off=True)``) does
+    not wait for the waiting tasks still running when the caller's returns: the caller's task
+    alone sizes the pool, and the run takes them over as batches in flight. Waiting for them
+    left the CPU idle through a whole wait of theirs before the pool started (20 tasks of 5 ms
+    sleeping then 1.3 ms computing: the sample took 15-23 ms instead of one task's 6.5 ms).
     """
 
     def __init__(self, fn: Callable[[Any], Any], source: Iterator[Any], extra: int, probe: bool) -> None:
@@ -144,7 +151,7 @@ class _Overlap:
         self._stopped = False
         self._lock = threading.Lock()  # held while the watcher reads the source or starts a thread
         self._threads: list[threading.Thread] = []
-        self._results: list[tuple[Any, Any, ItemError | None, float]] = []
+        self._chunks: list[InFlight] = []  # per started task, in input order: its item and, once run, result
         self._busy: list[float] = []  # per started task: its busy seconds (computing or runnable)
         self._computed: list[float] = []  # per started task: its seconds computing
         self._ended: list[float] = []  # per started task: perf_counter() when it returned
@@ -207,29 +214,36 @@ class _Overlap:
                 except BaseException as exc:  # the input raised: the caller re-raises it
                     self.error = exc
                     return
-                slot = len(self._results)
-                self._results.append((item, None, None, 0.0))
+                slot = len(self._chunks)
+                chunk = InFlight(slot, [item])
+                self._chunks.append(chunk)
                 self._busy.append(0.0)
                 self._computed.append(0.0)
                 self._ended.append(0.0)
                 # Daemon threads: after Ctrl-C in the caller, a sample task does not hold up the exit.
-                thread = threading.Thread(target=self._context.copy().run, args=(self._run, slot, item),
+                thread = threading.Thread(target=self._context.copy().run, args=(self._run, self._fn, slot, chunk),
                                           name="taskloom-auto-sample", daemon=True)
                 self._threads.append(thread)
                 thread.start()
 
-    def _run(self, slot: int, item: Any) -> None:
-        done = _timed_call(self._fn, item)
-        self._results[slot] = (item, done.value, done.error, done.wall)
+    def _run(self, fn: Callable[[Any], Any], slot: int, chunk: InFlight) -> None:
+        began, item = time.perf_counter(), chunk.items[0]
+        try:
+            done = _timed_call(fn, item)
+        except BaseException as exc:  # SystemExit in a task: that item's error, as on a pool's thread
+            done = _Timed(None, ItemError(exc, traceback.format_exc(), False), time.perf_counter() - began, 0.0, 0.0)
+        chunk.out.append((item, done.value, done.error, done.wall))
         self._busy[slot], self._computed[slot], self._ended[slot] = done.busy, done.compute, time.perf_counter()
+        chunk.finish(self._ended[slot] - began, threading.current_thread().name)
 
     def abandon(self) -> None:
         """The caller's task raised KeyboardInterrupt or SystemExit: start nothing more."""
         with self._lock:
             self._stopped = True
 
-    def finish(self) -> list[tuple[Any, Any, ItemError | None, float]]:
-        """Stop starting tasks, wait for those started, and return them in input order.
+    def finish(self, hand_off: bool = False) -> tuple[list[tuple[Any, Any, ItemError | None, float]], list[InFlight]]:
+        """Stop starting tasks, wait for those started, and return them in input order: the tasks
+        ended, then (``hand_off``, tasks that wait: not the GIL probe) those still running.
 
         Called by the caller's thread as soon as its own task returned.
         """
@@ -237,21 +251,27 @@ class _Overlap:
         caller_ended = time.perf_counter()
         caller_cpu = time.clock_gettime(self._clock) - self._probe_clocks[0]
         caller_queued = runqueue_seconds(self._native_id) - self._probe_clocks[1]
-        for thread in self._threads:
-            thread.join()
-        if self.probe_started is not None and self._results and self._results[0][2] is None:
+        chunks, self._chunks = self._chunks, []
+        if hand_off and self.probe_started is None:
+            cut = next((i for i, c in enumerate(chunks) if not c.ended), len(chunks))
+        else:
+            for thread in self._threads:
+                thread.join()
+            cut = len(chunks)
+        results = [chunk.out[0] for chunk in chunks[:cut]]
+        if self.probe_started is not None and results and results[0][2] is None:
             together = max(caller_ended, *self._ended) - self.probe_started
             if together > 0:
                 # Seconds of progress both threads made per second: ~1 when they took turns for the GIL.
-                probe = self._results[0][3]  # the probe task's wall time
+                probe = results[0][3]  # the probe task's wall time
                 made = (progress(caller_ended - self.probe_started, caller_cpu, caller_queued)
                         + progress(probe, self._computed[0], self._busy[0] - self._computed[0]))
                 self.speedup = max(1.0, min(2.0, made / together))
-        results, self._results, self._threads = self._results, [], []
+        self._threads = []
         # The watcher may hold this object a while yet (until its check falls due): it keeps no
         # item, result, function or input of the caller's alive.
         self._fn, self._source, self._context = None, iter(()), contextvars.Context()  # type: ignore[assignment]
-        return results
+        return results, chunks[cut:]
 
     speedup: float | None = None  # the probe's reading; None: no probe ran, or its task failed
 
@@ -366,7 +386,8 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
     (see ``_Overlap``). Without a GIL (``free_threaded``, default: this interpreter's state),
     CPU-bound work is then run on 2 and N threads at once to see whether threads scale
     (``_measure_scaling``) instead of the GIL probe; with ``hand_off``, tasks that show threads
-    hopeless may still run when it returns (``Sample.in_flight``: the caller's run takes them).
+    hopeless, or that wait beside a first task that waits, may still run when it returns
+    (``Sample.in_flight``: the caller's run takes them).
     ``settled(sample)``: whether no two-thread reading, or no higher one than the sample's, could
     change the choice (its pickling costs are measured before it is asked): the GIL probe does
     not run (``Sample.moot_probe``), or not again.
@@ -407,7 +428,10 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
         s.head.append((item, done.value, error, done.wall))
         s.loop_wall += time.perf_counter() - called  # what a task costs the scaling probe's loop too
         if watch is not None:
-            more = watch.finish()
+            # Tasks started beside one that waited are handed to the run if it waited to the end;
+            # one that then computed is measured further (probes), after them in input order.
+            waited = Sample(timed=1, wall=done.wall, cpu=done.busy, compute=done.compute).cpu_ratio < CPU_BOUND_RATIO
+            more, s.in_flight = watch.finish(hand_off and waited)
             # The first task read its own run-queue wait; the loop's reading starts after it. Around
             # it, the threads the watch started took turns with this one for the GIL and the CPUs:
             # on a busy machine that wait, counted as a task's, made tasks that only sleep read as
@@ -428,9 +452,11 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
                     s.cpu += watch.task_busy(slot)
                     s.compute += watch.task_busy(slot)
                 break
-            s.overlapped = len(more)
-            if s.exhausted or s.overlapped:
-                break  # it waits: more tasks one at a time would only delay the parallel run
+            s.overlapped = len(more) + len(s.in_flight)
+            if s.exhausted or s.overlapped or (waited and done.wall >= OVERLAP_AFTER):
+                # It waits: more tasks one at a time would only delay the parallel run. (A wait
+                # about as long as the watcher's window may end before the watcher starts any.)
+                break
         if error is not None:
             break
         if free and done.wall >= OVERLAP_AFTER and done.busy >= CPU_BOUND_RATIO * done.wall:
@@ -447,7 +473,8 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
         return s
     if free:
         worth = total is None or (total - s.n) * s.per_task >= SCALING_WORTH
-        if s.timed and s.cpu_ratio >= CPU_BOUND_RATIO and not s.exhausted and usable_cpus() > 1 and worth:
+        if (s.timed and s.cpu_ratio >= CPU_BOUND_RATIO and not s.exhausted and usable_cpus() > 1 and worth
+                and not s.in_flight):  # (its tasks would join the head before those in flight)
             _measure_scaling(fn, source, s, budget, total=total, hand_off=hand_off)
         _measure_pickling(s)
         return s
@@ -483,7 +510,7 @@ def run_sample(fn: Callable[[Any], Any], source: Iterator[Any], budget: float, t
         # The first probe runs even past the budget: its tasks are real work, kept, run two at a
         # time; without it a GIL-releasing task too long for the budget would go to processes.
         within = spent + 2 * each * s.per_task < budget or probe == 0
-        if not (s.timed and s.cpu_ratio >= CPU_BOUND_RATIO and within) or s.exhausted:
+        if not (s.timed and s.cpu_ratio >= CPU_BOUND_RATIO and within) or s.exhausted or s.in_flight:
             break
         if s.per_task < PROBE_MIN_TASK:  # starting two threads would outlast the tasks they time
             break

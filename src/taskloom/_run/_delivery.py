@@ -28,6 +28,8 @@ class Group:
 
     start: int
     items: list[Any]
+    #: each item's value once it ended; empty until an item ends apart from its whole group (a
+    #: group whose batch succeeded takes the batch's list: no list of Nones made and freed per group)
     values: list[Any]
     remaining: int  # items not ended yet
     errors: dict[int, TaskError] = field(default_factory=dict)
@@ -44,8 +46,14 @@ class Group:
     ended: list[int] | None = None
     handed: set[int] | None = None
 
+    def slots(self) -> list[Any]:
+        """``values`` with a place for every item (None until it ends)."""
+        if len(self.values) != len(self.items):
+            self.values = [None] * len(self.items)
+        return self.values
+
     def succeed(self, pos: int) -> None:
-        """The item at ``pos`` ended with the value already in ``values[pos]``."""
+        """The item at ``pos`` ended with the value already in ``slots()[pos]``."""
         self.remaining -= 1
         if pos == self.succeeded_first:
             self.succeeded_first += 1
@@ -55,7 +63,7 @@ class Group:
     def fail(self, pos: int, error: TaskError) -> None:
         """The item at ``pos`` ended with ``error``, for good."""
         self.errors[pos] = error
-        self.values[pos] = None
+        self.slots()[pos] = None
         self.remaining -= 1
         if self.ended is not None:
             self.ended.append(pos)
@@ -78,13 +86,14 @@ class Group:
             self.durations = [0.0] * len(self.items)
         errors = event.errors or {}
         n = len(event.values)
+        values = self.slots()
         for i, value in enumerate(event.values):
             pos = i if positions is None else positions[i]
             if self.durations is not None:
                 self.durations[pos] = durations[i] if durations is not None else event.elapsed / n
             error = errors.get(i)
             if error is None:
-                self.values[pos] = value
+                values[pos] = value
                 self.succeed(pos)
             else:
                 yield pos, error
@@ -112,7 +121,7 @@ class Delivery:
     def open_group(self, start: int, items: list[Any], values: list[Any] | None = None,
                    durations: list[float] | None = None) -> Group:
         """A new group of ``items`` from input position ``start``, counted in the window."""
-        group = Group(start, items, [None] * len(items) if values is None else values, len(items),
+        group = Group(start, items, [] if values is None else values, len(items),
                       durations=durations)
         self.open += 1
         if self.ordered:
