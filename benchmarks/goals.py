@@ -277,9 +277,10 @@ ROWS: dict[str, Row] = {
 #: Why a goal is missed, for the page (a miss without a cause here says "not explained yet").
 CAUSES: dict[str, str] = {
     "tiny": (
-        "auto runs a sample of ~70 tasks (~1 ms) and picks sequential. In one process, side by side (15 "
-        "rounds, 2026-12-04): the loop 9.5-11.0 ms, `tl.map(mode=\"sequential\")` 11.6 ms, auto 12.5-13.0 "
-        "ms, auto's first run 13.3 ms. What the engine adds on ~50 ns tasks is its bookkeeping per item: "
+        "the first run (a remembered function met the goal in the last run, 1.08x; 1.20x the run "
+        "before): auto runs a sample of ~70 tasks (~1 ms) and picks sequential. In one process, side by "
+        "side (15 and 21 rounds, 2026-12-04): the loop 9.5-11.0 ms, `tl.map(mode=\"sequential\")` "
+        "11.6-12.8 ms, auto 12.5-13.9 ms, auto's first run 13.3 ms. What the engine adds on ~50 ns tasks is its bookkeeping per item: "
         "each item is copied into its batch (a slice of the list since 2026-12-04: item by item it "
         "was ~15% of the run), each result into the caller's list, and both lists freed, ~10 ns an item "
         "(2% on tasks of 1 us). Fresh interpreters move more than that (the loop took 0.07-0.09 us an "
@@ -293,7 +294,8 @@ CAUSES: dict[str, str] = {
         "to start the process pool, 1.34x): a function auto has never seen runs its first task in the "
         "caller's thread, and after 5 ms a second beside it on a thread (the GIL reading), before the "
         "process pool takes the rest: two tasks of ~25 ms at one thread's speed on a 0.2 s job "
-        "(`benchmarks/auto.py`, in one process: 1.14x idle, 1.07x busy). In one process, side by side, "
+        "(`benchmarks/auto.py`: 1.12x idle, 1.10x busy; the probe does not lengthen it: without it the "
+        "first task would still run alone, one CPU idle, for as long). In one process, side by side, "
         "taskloom processes and `ProcessPoolExecutor` took 320 and 318 ms (7 rounds); fresh interpreters "
         "move by 20% here."
     ),
@@ -302,14 +304,15 @@ CAUSES: dict[str, str] = {
         "`ThreadPoolExecutor` 10.3 ms, taskloom threads 11.2 (chunksize 1: 10.6), auto 11.3, auto's "
         "first run 13.2: the run's own costs are ~0.1 ms a task (its bookkeeping, the BLAS cap, the "
         "slowest items' descriptions), and the first run runs three of the eight tasks while it "
-        "measures, the first alone and two on the GIL probe's threads (1.7x). Fresh interpreters move by "
+        "measures, the first alone and two on the GIL probe's threads (1.7x), which leaves five for "
+        "two threads: an odd last round. Fresh interpreters move by "
         "15% on a job this short (remembered auto: 1.00x in one run of 7 rounds, 1.18x in the next)."
     ),
     "shared": (
         "each task also unpickles its SharedArray (a name and a shape) and checks that the name still "
         "means the segment it mapped (an `os.stat`), and goes through the process pool's batch "
-        "bookkeeping: ~2 ms on 8 tasks, at the edge of the goal (1.03x and 1.10x in this session's two "
-        "runs of 3 and 5 rounds)."
+        "bookkeeping: ~2 ms on 8 tasks, at the edge of the goal (1.03x, 1.10x, 1.04x and 1.11x in four "
+        "runs of 3-5 rounds, 2026-12-03 and 04)."
     ),
 }
 
