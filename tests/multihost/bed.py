@@ -23,6 +23,9 @@ connections alive, so the TCP timeout alone would never fire).
 the session of each program, and every process inside the bed's namespaces), delete the
 namespaces, links and bridge, and report anything still there; a bed whose test process died
 (SIGKILL) is swept by the next one (its names carry the pid of the process that made it).
+A killed host's processes cannot unlink the named semaphores that `multiprocessing` made for them
+(`/dev/shm/sem.mp-*`: their resource tracker dies with them), so ``Cluster.stop`` unlinks those
+that appeared while the cluster ran and that no living process maps (each CI run left 54).
 
 Used by tests/multihost (fixtures in its conftest.py) and benchmarks/dask_hosts.py. Not a test
 module: no pytest import here.
@@ -348,6 +351,7 @@ class Cluster:
         self.port = port or (8786 if net.namespaces else _free_port())
         self.address = f"{self.protocol}://{net.scheduler.address}:{self.port}"
         self.started: list[Started] = []
+        self.semaphores_before = _semaphores()  # what is not ours (see orphan_semaphores)
         self.env = {**os.environ, "PYTHONPATH": str(ROOT),  # workers import the tasks by name (tests.multihost)
                     "DASK_DISTRIBUTED__COMM__TIMEOUTS__TCP": TCP_TIMEOUT,
                     "DASK_DISTRIBUTED__LOGGING__DISTRIBUTED": "info"}
@@ -512,12 +516,46 @@ class Cluster:
         for s in self.started:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 s.proc.wait(10)
-        return [f"pid {pid} on {host.name}" for host in hosts for pid in self.pids(host)]
+        left = [f"pid {pid} on {host.name}" for host in hosts for pid in self.pids(host)]
+        if not left:
+            for name in self.orphan_semaphores():
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"{SHM}/{name}")
+        return left
+
+    def orphan_semaphores(self) -> list[str]:
+        """Named semaphores made since the cluster started that no living process maps (those of
+        killed processes: nothing else would ever unlink them)."""
+        new = _semaphores() - self.semaphores_before
+        return sorted(new - _mapped_in_shm()) if new else []
 
 
 def _link_is_up(name: str) -> bool:
     flags = re.search(r"<([^>]*)>", _ip("link", "show", "dev", name, check=False).stdout)
     return flags is not None and "UP" in flags.group(1).split(",")
+
+
+SHM = "/dev/shm"
+
+
+def _semaphores() -> set[str]:
+    """The names of `multiprocessing`'s named semaphores in /dev/shm."""
+    try:
+        return {n for n in os.listdir(SHM) if n.startswith("sem.mp-")}
+    except FileNotFoundError:
+        return set()
+
+
+def _mapped_in_shm() -> set[str]:
+    """The names of /dev/shm files that some living process maps (a semaphore in use is mapped)."""
+    mapped = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        with contextlib.suppress(OSError):
+            for line in maps.read_text(errors="replace").splitlines():
+                at = line.find(SHM + "/")
+                if at >= 0:
+                    mapped.add(line[at + len(SHM) + 1:].split()[0])
+    return mapped
 
 
 def session_pids(sid: int) -> list[int]:

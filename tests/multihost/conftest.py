@@ -72,6 +72,7 @@ def _stop(cluster: Cluster) -> None:
     tl.shutdown()  # taskloom's clients first: they would try to reconnect to a stopped scheduler
     left = cluster.stop()
     assert left == [], f"processes of the bed still alive after stop: {left}\n{cluster.log_tail()}"
+    assert cluster.orphan_semaphores() == [], "the bed's killed processes left named semaphores in /dev/shm"
 
 
 @pytest.fixture
